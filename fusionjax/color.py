@@ -1,0 +1,197 @@
+"""BT.601 colour handling: fuse the luma (Y) of a colour source, then put its chroma back.
+
+The fusion models take one-channel images. A colour source (a visible RGB photo, a PET or
+SPECT pseudo-colour scan, a GFP micrograph) is split into Y, which is fused with the other
+(grey) source, and Cb/Cr, which are recombined with the fused Y afterwards. Grey sources
+(IR, MRI, CT, phase contrast) are fused as they are and stay grey.
+
+Two BT.601 conventions are in use, both with the luma weights Kr = 0.299, Kb = 0.114:
+
+* ``"full"``: Y, Cb and Cr all span [0, 1], chroma centred on 0.5 (JPEG/JFIF, and OpenCV's
+  ``COLOR_RGB2YCrCb`` on float images).
+* ``"studio"``: Y spans [16/255, 235/255], Cb and Cr span [16/255, 240/255] centred on
+  128/255 (MATLAB ``rgb2ycbcr``/``ycbcr2rgb``; its 65.481, 128.553, 24.966 ... coefficients
+  are 219/255 and 224/255 times the full-range ones, which is how they are built here).
+
+The inverse transforms are the exact matrix inverses, so RGB -> YCbCr -> RGB is lossless up to
+float rounding.
+
+Every array is channels-last; leading dimensions (e.g. a batch) are allowed wherever the shape
+says ``...``.
+"""
+
+from typing import Literal
+
+import numpy as np
+
+Convention = Literal["full", "studio"]
+
+# Y convention each model was trained with (see shared/docs/architectures.md 1.6, 2.8, 3.7 and
+# shared/docs/parity.md section 2):
+# * MambaDFuse reads precomputed VI_Y/PET_Y/SPECT_Y files whose values lie in 16..236 with
+#   black at exactly 16: MATLAB rgb2ycbcr, i.e. studio range; its README recolours with
+#   hanna-xu/utils (MATLAB ycbcr2rgb, the 1.164 studio scale).
+# * FusionMamba converts the visible image with OpenCV BGR->GRAY and recolours with OpenCV's
+#   full-range YCrCb.
+# * S4Fusion computes Y = 0.299 R + 0.587 G + 0.114 B on [0, 1] RGB (full range) and ships the
+#   matching full-range inverse.
+MODEL_Y_CONVENTION: dict[str, Convention] = {
+    "mambadfuse": "studio",
+    "fusionmamba": "full",
+    "s4fusion": "full",
+}
+
+_KR, _KB = 0.299, 0.114
+_KG = 1.0 - _KR - _KB
+# Rows: Y, Cb, Cr as functions of (R, G, B) in [0, 1], full range.
+_FULL_MATRIX = np.array([
+    [_KR, _KG, _KB],
+    [-_KR / (2 * (1 - _KB)), -_KG / (2 * (1 - _KB)), 0.5],
+    [0.5, -_KG / (2 * (1 - _KR)), -_KB / (2 * (1 - _KR))],
+])
+_MATRIX = {
+    "full": _FULL_MATRIX,
+    "studio": np.diag([219.0, 224.0, 224.0]) @ _FULL_MATRIX / 255.0,
+}
+_OFFSET = {
+    "full": np.array([0.0, 0.5, 0.5]),
+    "studio": np.array([16.0, 128.0, 128.0]) / 255.0,
+}
+_INVERSE = {name: np.linalg.inv(matrix) for name, matrix in _MATRIX.items()}
+
+_INTEGER_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+
+
+def _check_convention(convention: str) -> None:
+    if convention not in _MATRIX:
+        raise ValueError(f"unknown Y convention {convention!r}; expected 'full' or 'studio'")
+
+
+def rgb_to_ycbcr(rgb: np.ndarray, convention: Convention = "full") -> np.ndarray:
+    """Converts RGB to YCbCr (BT.601).
+
+    Args:
+      rgb: (..., 3) floats in [0, 1].
+      convention: "full" or "studio" (module docstring).
+
+    Returns:
+      (..., 3) float32 Y, Cb, Cr in the convention's range.
+    """
+    _check_convention(convention)
+    rgb = np.asarray(rgb, dtype=np.float64)
+    return (rgb @ _MATRIX[convention].T + _OFFSET[convention]).astype(np.float32)
+
+
+def ycbcr_to_rgb(ycbcr: np.ndarray, convention: Convention = "full") -> np.ndarray:
+    """Converts YCbCr (BT.601) back to RGB, clipped to [0, 1].
+
+    Args:
+      ycbcr: (..., 3) Y, Cb, Cr floats in the convention's range.
+      convention: "full" or "studio" (module docstring).
+
+    Returns:
+      (..., 3) float32 RGB in [0, 1].
+    """
+    _check_convention(convention)
+    ycbcr = np.asarray(ycbcr, dtype=np.float64)
+    rgb = (ycbcr - _OFFSET[convention]) @ _INVERSE[convention].T
+    return np.clip(rgb, 0.0, 1.0).astype(np.float32)
+
+
+def _to_unit_range(image: np.ndarray) -> np.ndarray:
+    """Scales an image to float64 values in [0, 1].
+
+    Args:
+      image: any shape; uint8 (divided by 255), uint16 (divided by 65535) or floats that must
+        already lie in [0, 1].
+
+    Returns:
+      Same shape, float64 in [0, 1].
+    """
+    image = np.asarray(image)
+    if image.dtype in _INTEGER_SCALE:
+        return image.astype(np.float64) / _INTEGER_SCALE[image.dtype]
+    if not np.issubdtype(image.dtype, np.floating):
+        raise ValueError(
+            f"unsupported image dtype {image.dtype}; expected uint8, uint16 or float in [0, 1]"
+        )
+    if not np.all(np.isfinite(image)):
+        raise ValueError("image contains NaN or infinite values")
+    if image.size and (image.min() < 0.0 or image.max() > 1.0):
+        raise ValueError(
+            f"float image values must lie in [0, 1], got [{image.min():g}, {image.max():g}]"
+        )
+    return image.astype(np.float64)
+
+
+def to_fusion_input(
+    image: np.ndarray, convention: Convention = "full", *, quantize: bool = False
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Splits a source image into the Y a model fuses and the chroma to put back afterwards.
+
+    A grey image (one channel, or three equal channels, "grey stored as RGB") is returned as
+    it is, scaled to [0, 1], whatever the convention: the models read grey sources directly.
+    A colour image is converted to YCbCr in ``convention``.
+
+    Args:
+      image: (H, W), (H, W, 1) or (H, W, 3); uint8, uint16 or floats in [0, 1]. Four-channel
+        (RGBA) and two-channel images are rejected.
+      convention: Y convention of the model that will fuse it (``MODEL_Y_CONVENTION``).
+      quantize: round the Y of a colour image to the 8-bit grid (halves up), as the offline
+        ``*_Y`` PNG files that MambaDFuse was trained and tested on were stored.
+
+    Returns:
+      y: (H, W, 1) float32.
+      cbcr: (H, W, 2) float32 Cb and Cr, or None for a grey image.
+    """
+    _check_convention(convention)
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3 or image.shape[-1] not in (1, 3):
+        channels = image.shape[-1] if image.ndim == 3 else None
+        hint = " (RGBA?): remove the alpha channel first" if channels == 4 else ""
+        raise ValueError(
+            f"expected an (H, W), (H, W, 1) or (H, W, 3) image, got shape {image.shape}{hint}"
+        )
+    unit = _to_unit_range(image)
+    if image.shape[-1] == 1 or (
+        np.array_equal(image[..., 0], image[..., 1])
+        and np.array_equal(image[..., 0], image[..., 2])
+    ):
+        return unit[..., :1].astype(np.float32), None
+    ycbcr = rgb_to_ycbcr(unit, convention)
+    y = ycbcr[..., :1]
+    if quantize:
+        y = (np.floor(y.astype(np.float64) * 255.0 + 0.5) / 255.0).astype(np.float32)
+    return y, ycbcr[..., 1:]
+
+
+def recolor(
+    fused_y: np.ndarray, cbcr: np.ndarray | None, convention: Convention = "full"
+) -> np.ndarray:
+    """Recombines a fused Y with the colour source's chroma.
+
+    Args:
+      fused_y: (..., H, W, 1) model output; clipped to [0, 1] first, as the models' test
+        scripts clamp before saving.
+      cbcr: (..., H, W, 2) Cb and Cr from ``to_fusion_input`` (in a batch:
+        ``np.concatenate([batch["cb"], batch["cr"]], -1)``), or None for a grey pair.
+      convention: the convention ``cbcr`` was computed in.
+
+    Returns:
+      (..., H, W, 3) float32 RGB in [0, 1], or the clipped (..., H, W, 1) grey image when
+      ``cbcr`` is None.
+    """
+    fused_y = np.clip(np.asarray(fused_y, dtype=np.float32), 0.0, 1.0)
+    if fused_y.shape[-1:] != (1,):
+        raise ValueError(f"fused_y must have one channel, got shape {fused_y.shape}")
+    if cbcr is None:
+        return fused_y
+    cbcr = np.asarray(cbcr)
+    if cbcr.shape != fused_y.shape[:-1] + (2,):
+        raise ValueError(
+            f"cbcr shape {cbcr.shape} does not match fused_y shape {fused_y.shape}; "
+            f"expected {fused_y.shape[:-1] + (2,)}"
+        )
+    return ycbcr_to_rgb(np.concatenate([fused_y, cbcr], axis=-1), convention)

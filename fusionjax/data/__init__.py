@@ -1,0 +1,37 @@
+"""Image-fusion data: reading pairs, sample pairs, grain pipelines.
+
+The TFDS builders live in ``fusionjax.data.builders``; import it (it imports
+tensorflow_datasets, not TensorFlow) before ``tfds.data_source("roadscene", ...)``.
+"""
+
+from fusionjax.data.io import (
+    ImagePair,
+    PairedFolderSource,
+    decode_image,
+    decode_pair,
+    pair_folders,
+    read_image,
+    sample_dir,
+)
+from fusionjax.data.pipeline import (
+    eval_dataset,
+    read_example,
+    stack_examples,
+    to_model_input,
+    train_dataset,
+)
+
+__all__ = [
+    "ImagePair",
+    "PairedFolderSource",
+    "decode_image",
+    "decode_pair",
+    "eval_dataset",
+    "pair_folders",
+    "read_example",
+    "read_image",
+    "sample_dir",
+    "stack_examples",
+    "to_model_input",
+    "train_dataset",
+]
