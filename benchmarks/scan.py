@@ -22,7 +22,7 @@ from fusionjax.kernels import selective_scan
 
 # (batch, dim, N, L) — fusion shapes: L from 32x32 to 160x120.
 GRIDS = {
-    "cpu": [(2, 64, 16, 32 * 32), (2, 64, 16, 64 * 64), (2, 64, 16, 128 * 128)],
+    "cpu": [(2, 64, 16, 32 * 32), (2, 192, 16, 64 * 64), (2, 192, 16, 128 * 128)],
     "fusion": [(b, d, 16, l) for b, d in ((2, 64), (2, 192), (8, 384))
                for l in (32 * 32, 64 * 64, 128 * 128, 160 * 120)],
 }
