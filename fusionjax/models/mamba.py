@@ -1,0 +1,309 @@
+"""Mamba mixers and blocks of MambaDFuse, as Flax NNX modules (channels-last).
+
+Two mixers, both from the patched `mamba_ssm.modules.mamba_simple.Mamba` that MambaDFuse ships:
+- `Mamba`: the plain unidirectional mixer (`bimamba_type=None`), 29,160 parameters at width 60.
+- `MultiModalMamba`: the "m3" mixer, three gated scan branches (fusion stream, I2, I1) summed
+  before one output projection, 71,160 parameters at width 60.
+Both are built from `SelectiveScanBranch`, the "Mamba inner without output projection" (causal
+depthwise conv1d -> SiLU -> x_proj -> selective scan gated by z), which calls
+`fusionjax.kernels.selective_scan_channels_last`.
+
+The blocks around them follow MambaDFuse's add -> LayerNorm -> mixer residual convention, where a
+block maps (x, residual) to (mixer(LN(x + residual)), x + residual):
+- `SingleMambaBlock` (LN + Mamba), `TokenSwapMamba` (two LNs, channel exchange, two Mambas) and
+  `M3Block` (three LNs, the m3 mixer, a depthwise 3x3 conv residual).
+
+Parameter layout: every module and attribute is named after its PyTorch counterpart, so a
+state_dict entry maps 1:1 onto a parameter (see `MambaDFuse.torch_source`); Linear kernels
+are (in, out), conv kernels (*kernel, in/groups, out). The three scan branches of the m3 mixer live
+in `ssm`, `ssm_b`, `ssm_c` (PyTorch: `conv1d`, `conv1d_b`, `conv1d_c`, ...).
+
+Initialisation reproduces the official code: every Linear/Conv keeps PyTorch's default
+U(+-1/sqrt(fan_in)) for weight and bias (MambaDFuse's own `_init_weights` runs before these modules
+exist), the main branch's dt_proj gets Mamba's dt initialisation, A_log is S4D-real, D is one.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from fusionjax.kernels import selective_scan_channels_last
+
+LN_EPS = 1e-5  # PyTorch LayerNorm default; MambaDFuse's WithBias_LayerNorm uses the same.
+
+
+# ----------------------------------------------------------------------------------------------
+# Layers with PyTorch's default initialisation.
+
+
+def uniform_init(bound: float):
+  """Initializer drawing U(-bound, bound), PyTorch's default for Linear/Conv weights and biases."""
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return init
+
+
+def torch_linear(in_features: int, out_features: int, *, use_bias: bool,
+                 rngs: nnx.Rngs) -> nnx.Linear:
+  """nnx.Linear initialised like torch.nn.Linear: kernel (in, out), bias (out,)."""
+  bound = 1.0 / math.sqrt(in_features)
+  return nnx.Linear(in_features, out_features, use_bias=use_bias, kernel_init=uniform_init(bound),
+                    bias_init=uniform_init(bound), rngs=rngs)
+
+
+def torch_conv(in_features: int, out_features: int, kernel_size: tuple[int, ...], *, padding,
+               groups: int = 1, rngs: nnx.Rngs) -> nnx.Conv:
+  """Stride-1 nnx.Conv with bias initialised like torch.nn.Conv1d/2d.
+
+  Kernel (*kernel_size, in/groups, out); `padding` is one (before, after) pair per spatial axis.
+  """
+  bound = 1.0 / math.sqrt(in_features // groups * math.prod(kernel_size))
+  return nnx.Conv(in_features, out_features, kernel_size, padding=padding,
+                  feature_group_count=groups, kernel_init=uniform_init(bound),
+                  bias_init=uniform_init(bound), rngs=rngs)
+
+
+def layer_norm(dim: int, *, rngs: nnx.Rngs) -> nnx.LayerNorm:
+  """LayerNorm over the channel axis, numerically PyTorch's (eps 1e-5, two-pass variance)."""
+  return nnx.LayerNorm(dim, epsilon=LN_EPS, use_fast_variance=False, rngs=rngs)
+
+
+# ----------------------------------------------------------------------------------------------
+# Mamba parameter initialisation (mamba_ssm `Mamba.__init__`).
+
+
+def s4d_real_a_log(d_inner: int, d_state: int) -> jax.Array:
+  """A_log = log([1, ..., N]) for every channel: (d_inner, N); A = -exp(A_log)."""
+  return jnp.broadcast_to(jnp.log(jnp.arange(1, d_state + 1, dtype=jnp.float32)),
+                          (d_inner, d_state))
+
+
+def mamba_dt_bias_init(dt_min: float = 1e-3, dt_max: float = 1e-1, dt_floor: float = 1e-4):
+  """dt_proj bias init: inverse softplus of dt = exp(U[log dt_min, log dt_max]) clamped >= floor."""
+
+  def init(key, shape, dtype=jnp.float32):
+    log_dt = jax.random.uniform(key, shape, dtype, math.log(dt_min), math.log(dt_max))
+    dt = jnp.maximum(jnp.exp(log_dt), dt_floor)
+    return dt + jnp.log(-jnp.expm1(-dt))
+
+  return init
+
+
+def default_dt_rank(d_model: int) -> int:
+  """Mamba's dt_rank="auto": ceil(d_model / 16), from the model width (not d_inner)."""
+  return math.ceil(d_model / 16)
+
+
+# ----------------------------------------------------------------------------------------------
+# Mixers.
+
+
+class SelectiveScanBranch(nnx.Module):
+  """One gated selective-scan branch: `mamba_inner_fn_no_out_proj` of the Vim fork.
+
+  x -> causal depthwise conv1d (left padding d_conv - 1, bias) -> SiLU -> x_proj -> (dt, B, C);
+  delta = dt @ dt_proj.kernel (no bias); y = selective_scan(x, delta, A, B, C, D, z,
+  delta_bias=dt_proj.bias, softplus). A is passed in because the m3 mixer shares one A between two
+  branches.
+
+  Parameters: conv1d.kernel (d_conv, 1, d_inner), conv1d.bias (d_inner,), x_proj.kernel
+  (d_inner, dt_rank + 2 * d_state), dt_proj.kernel (dt_rank, d_inner), dt_proj.bias (d_inner,),
+  D (d_inner,).
+  """
+
+  def __init__(self, d_inner: int, *, d_state: int, dt_rank: int, d_conv: int,
+               mamba_dt_init: bool, impl: str, rngs: nnx.Rngs):
+    """`mamba_dt_init`: Mamba's dt_proj init (main branches) instead of torch's Linear default."""
+    self.d_state = d_state
+    self.dt_rank = dt_rank
+    self.impl = impl
+    self.conv1d = torch_conv(d_inner, d_inner, (d_conv,), padding=((d_conv - 1, 0),),
+                             groups=d_inner, rngs=rngs)
+    self.x_proj = torch_linear(d_inner, dt_rank + 2 * d_state, use_bias=False, rngs=rngs)
+    if mamba_dt_init:
+      self.dt_proj = nnx.Linear(dt_rank, d_inner, kernel_init=uniform_init(dt_rank ** -0.5),
+                                bias_init=mamba_dt_bias_init(), rngs=rngs)
+    else:
+      self.dt_proj = torch_linear(dt_rank, d_inner, use_bias=True, rngs=rngs)
+    self.D = nnx.Param(jnp.ones((d_inner,), jnp.float32))
+
+  def __call__(self, x: jax.Array, z: jax.Array, A: jax.Array) -> jax.Array:
+    """x, z: (batch, L, d_inner); A: (d_inner, d_state) negative. Returns (batch, L, d_inner)."""
+    x = jax.nn.silu(self.conv1d(x))
+    dt, B, C = jnp.split(self.x_proj(x), [self.dt_rank, self.dt_rank + self.d_state], axis=-1)
+    delta = dt @ self.dt_proj.kernel[...]
+    return selective_scan_channels_last(
+        x, delta, A, B, C, D=self.D[...], z=z, delta_bias=self.dt_proj.bias[...],
+        delta_softplus=True, impl=self.impl)
+
+
+class Mamba(nnx.Module):
+  """The plain unidirectional Mamba mixer (mamba_ssm `Mamba`, bimamba_type=None).
+
+  in_proj (d_model -> 2 * d_inner, no bias) -> (x, z) -> SelectiveScanBranch with
+  A = -exp(A_log) -> out_proj (d_inner -> d_model, no bias). PyTorch names: in_proj, conv1d,
+  x_proj, dt_proj, A_log, D, out_proj (ours: conv1d, x_proj, dt_proj, D under `ssm`).
+  """
+
+  def __init__(self, d_model: int, *, d_state: int = 16, d_conv: int = 4, expand: int = 2,
+               dt_rank: int | None = None, impl: str = "auto", rngs: nnx.Rngs):
+    d_inner = expand * d_model
+    dt_rank = dt_rank or default_dt_rank(d_model)
+    self.in_proj = torch_linear(d_model, 2 * d_inner, use_bias=False, rngs=rngs)
+    self.ssm = SelectiveScanBranch(d_inner, d_state=d_state, dt_rank=dt_rank, d_conv=d_conv,
+                                   mamba_dt_init=True, impl=impl, rngs=rngs)
+    self.A_log = nnx.Param(s4d_real_a_log(d_inner, d_state))
+    self.out_proj = torch_linear(d_inner, d_model, use_bias=False, rngs=rngs)
+
+  def __call__(self, h: jax.Array) -> jax.Array:
+    """h: (batch, L, d_model) -> (batch, L, d_model)."""
+    x, z = jnp.split(self.in_proj(h), 2, axis=-1)
+    return self.out_proj(self.ssm(x, z, -jnp.exp(self.A_log[...])))
+
+
+class MultiModalMamba(nnx.Module):
+  """MambaDFuse's multi-modal "m3" mixer (patched mamba_simple `Mamba`, bimamba_type="m3").
+
+  Three branches, each its own input projection (d_model -> 2 * d_inner, no bias) split into
+  (x_k, z_k) and its own SelectiveScanBranch:
+    main: in_proj(h)            -> ssm   with A = -exp(A_log)
+    b:    in_proj_extra1(e1)    -> ssm_b with A = -exp(A_b_log)
+    c:    in_proj_extra2(e2)    -> ssm_c with A = -exp(A_b_log)   (the code shares A_b)
+  out = out_proj(y_main + y_b + y_c), no division by 3.
+
+  Paper variants (config switches; both off reproduce the official code and checkpoints):
+    shared_gate: every branch is gated by the main branch's z (paper Fig. 4) instead of its own
+      z_k; the z halves of in_proj_extra1/2 are then unused.
+    separate_c_a: branch c gets its own A_c_log (an extra (d_inner, d_state) parameter that the
+      official state_dict lacks) instead of sharing A_b_log.
+  """
+
+  def __init__(self, d_model: int, *, d_state: int = 16, d_conv: int = 4, expand: int = 2,
+               dt_rank: int | None = None, shared_gate: bool = False, separate_c_a: bool = False,
+               impl: str = "auto", rngs: nnx.Rngs):
+    d_inner = expand * d_model
+    dt_rank = dt_rank or default_dt_rank(d_model)
+    self.shared_gate = shared_gate
+    branch = lambda mamba_dt_init: SelectiveScanBranch(
+        d_inner, d_state=d_state, dt_rank=dt_rank, d_conv=d_conv, mamba_dt_init=mamba_dt_init,
+        impl=impl, rngs=rngs)
+    self.in_proj = torch_linear(d_model, 2 * d_inner, use_bias=False, rngs=rngs)
+    self.in_proj_extra1 = torch_linear(d_model, 2 * d_inner, use_bias=False, rngs=rngs)
+    self.in_proj_extra2 = torch_linear(d_model, 2 * d_inner, use_bias=False, rngs=rngs)
+    self.ssm = branch(True)
+    self.ssm_b = branch(False)  # official: dt_proj_b/c keep torch's default Linear init
+    self.ssm_c = branch(False)
+    self.A_log = nnx.Param(s4d_real_a_log(d_inner, d_state))
+    self.A_b_log = nnx.Param(s4d_real_a_log(d_inner, d_state))
+    self.A_c_log = nnx.Param(s4d_real_a_log(d_inner, d_state)) if separate_c_a else None
+    self.out_proj = torch_linear(d_inner, d_model, use_bias=False, rngs=rngs)
+
+  def __call__(self, h: jax.Array, extra1: jax.Array, extra2: jax.Array) -> jax.Array:
+    """h, extra1, extra2: (batch, L, d_model) -> (batch, L, d_model)."""
+    x, z = jnp.split(self.in_proj(h), 2, axis=-1)
+    x_b, z_b = jnp.split(self.in_proj_extra1(extra1), 2, axis=-1)
+    x_c, z_c = jnp.split(self.in_proj_extra2(extra2), 2, axis=-1)
+    if self.shared_gate:
+      z_b = z_c = z
+    a_b = -jnp.exp(self.A_b_log[...])
+    a_c = a_b if self.A_c_log is None else -jnp.exp(self.A_c_log[...])
+    y = (self.ssm(x, z, -jnp.exp(self.A_log[...])) + self.ssm_b(x_b, z_b, a_b)
+         + self.ssm_c(x_c, z_c, a_c))
+    return self.out_proj(y)
+
+
+# ----------------------------------------------------------------------------------------------
+# Residual blocks.
+
+
+class SingleMambaBlock(nnx.Module):
+  """(x, residual) -> (Mamba(LN(x + residual)), x + residual). PyTorch names: norm.body, encoder."""
+
+  def __init__(self, dim: int, *, mamba_kwargs: dict, rngs: nnx.Rngs):
+    self.encoder = Mamba(dim, **mamba_kwargs, rngs=rngs)
+    self.norm = layer_norm(dim, rngs=rngs)
+
+  def __call__(self, x: jax.Array, residual: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """x, residual: (batch, L, dim)."""
+    residual = x + residual
+    return self.encoder(self.norm(residual)), residual
+
+
+def run_residual_stack(blocks, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Chains SingleMambaBlocks from (x, 0), as nn.Sequential does: returns (last mixer output,
+  residual stream), the last mixer output NOT added to the residual. Shapes (batch, L, dim)."""
+  residual = jnp.zeros_like(x)
+  for block in blocks:
+    x, residual = block(x, residual)
+  return x, residual
+
+
+def exchange_even_channels(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Swaps every channel with an even index (0, 2, 4, ...) between a and b; odd ones stay.
+
+  a, b: (..., C). MambaDFuse's ChannelExchange(p=2).
+  """
+  even = jnp.arange(a.shape[-1]) % 2 == 0
+  return jnp.where(even, b, a), jnp.where(even, a, b)
+
+
+class TokenSwapMamba(nnx.Module):
+  """Shallow-fuse stage: add residuals, LN each stream, exchange even channels, one Mamba each.
+
+  (I1, I2, r1, r2) -> (I1encoder(a'), I2encoder(b'), I1 + r1, I2 + r2) with
+  a = norm1(I1 + r1), b = norm2(I2 + r2), (a', b') = exchange_even_channels(a, b).
+  """
+
+  def __init__(self, dim: int, *, mamba_kwargs: dict, rngs: nnx.Rngs):
+    self.I1encoder = Mamba(dim, **mamba_kwargs, rngs=rngs)
+    self.I2encoder = Mamba(dim, **mamba_kwargs, rngs=rngs)
+    self.norm1 = layer_norm(dim, rngs=rngs)
+    self.norm2 = layer_norm(dim, rngs=rngs)
+
+  def __call__(self, i1, i2, i1_residual, i2_residual):
+    """All four (batch, L, dim); returns the same four, updated."""
+    i1_residual = i1 + i1_residual
+    i2_residual = i2 + i2_residual
+    a, b = exchange_even_channels(self.norm1(i1_residual), self.norm2(i2_residual))
+    return self.I1encoder(a), self.I2encoder(b), i1_residual, i2_residual
+
+
+class M3Block(nnx.Module):
+  """Deep-fuse M3 block: residual add, LayerNorms, the m3 mixer, a depthwise 3x3 conv residual.
+
+  (I1, fusion residual, I2, fusion) -> (g + dwconv3x3(g), fusion + residual) with
+  g = MultiModalMamba(norm1(res), extra1=norm2(I2), extra2=norm3(I1)) on res = fusion + residual.
+  The official code applies each LayerNorm twice (norm(norm(x)), same parameters);
+  `norm_twice=False` is the paper's single normalisation.
+  """
+
+  def __init__(self, dim: int, *, mamba_kwargs: dict, norm_twice: bool = True,
+               shared_gate: bool = False, separate_c_a: bool = False, rngs: nnx.Rngs):
+    self.norm_twice = norm_twice
+    self.multi_modal_mamba_block = MultiModalMamba(
+        dim, **mamba_kwargs, shared_gate=shared_gate, separate_c_a=separate_c_a, rngs=rngs)
+    self.norm1 = layer_norm(dim, rngs=rngs)
+    self.norm2 = layer_norm(dim, rngs=rngs)
+    self.norm3 = layer_norm(dim, rngs=rngs)
+    self.dwconv = torch_conv(dim, dim, (3, 3), padding=((1, 1), (1, 1)), groups=dim, rngs=rngs)
+
+  def _normalise(self, norm: nnx.LayerNorm, x: jax.Array) -> jax.Array:
+    return norm(norm(x)) if self.norm_twice else norm(x)
+
+  def __call__(self, i1, fusion_residual, i2, fusion, height: int, width: int):
+    """i1, i2, fusion, fusion_residual: (batch, height * width, dim) row-major tokens.
+
+    Returns (fusion, fusion_residual), both (batch, height * width, dim).
+    """
+    fusion_residual = fusion + fusion_residual
+    mixed = self.multi_modal_mamba_block(
+        self._normalise(self.norm1, fusion_residual),
+        extra1=self._normalise(self.norm2, i2),
+        extra2=self._normalise(self.norm3, i1))
+    image = mixed.reshape(mixed.shape[0], height, width, mixed.shape[-1])
+    fusion = (self.dwconv(image) + image).reshape(mixed.shape)
+    return fusion, fusion_residual

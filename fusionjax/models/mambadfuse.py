@@ -1,0 +1,255 @@
+"""MambaDFuse (Li et al., arXiv 2404.08406; code Lizhe1228/MambaDFuse) in Flax NNX, channels-last.
+
+Faithful to the official code (shared/docs/architectures.md section 1, parity.md section 4):
+
+  A, B (batch, H, W, 1) in [0, 1]
+  1. low-level CNN, SHARED by A and B: conv3x3(1 -> C/2) -> LReLU(0.2) -> conv3x3(C/2 -> C) -> LReLU
+  2. tokens (row-major) + the shared LayerNorm `patch_embed`; one stack of SingleMambaBlocks per
+     modality (`high_level_feature_extraction1/2`), returning (last mixer output, residual)
+  3. shallow fuse: TokenSwapMamba stages (`channel_exchange`); their residuals are then dropped;
+     back to images; I1 <- conv3x3([I1, I2]) + I1; I2 <- conv3x3([I2, I1_new]) + I2;
+     fusion = (I1 + I2) / 2
+  4. deep fuse: I1, I2, fusion through `patch_embed` again; M3 blocks (`M3_block`) with a residual
+     stream from zero, all fed the same I1 and I2; the final residual is dropped
+  5. reconstruction: `patch_embed`, a SingleMambaBlock stack (`feature_re`), last mixer output only;
+     conv3x3(C -> C/2) -> LReLU -> conv3x3(C/2 -> C/4) -> LReLU -> conv3x3(C/4 -> 1); no activation
+  MambaDFuse.network(a, b) is that forward (what the official `model(A, B)` computes);
+  MambaDFuse(a, b) adds the official test-time mirror padding and crops back.
+
+Paper size (Config()): C = 60, 8 + 8 extraction blocks, 2 token-swap stages, 5 M3 blocks,
+8 reconstruction blocks: 1,347,271 parameters. TinyConfig ("mambadfuse_tiny") is for tests.
+Official state_dicts convert with `fusionjax.convert` through `MambaDFuse.torch_source`.
+"""
+
+import dataclasses
+import re
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from fusionjax import convert
+from fusionjax.models import registry
+from fusionjax.models.mamba import (
+    M3Block, SingleMambaBlock, TokenSwapMamba, layer_norm, run_residual_stack, torch_conv)
+
+LRELU_SLOPE = 0.2
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """MambaDFuse hyper-parameters; the defaults are the paper's (and the released checkpoints').
+
+  Attributes:
+    embed_dim: token width C (official 60); the CNNs use C/2 and C/4.
+    d_state, d_conv, expand: Mamba state size N, causal conv width, d_inner / C.
+    dt_rank: rank of the delta projection; None is Mamba's "auto", ceil(C / 16).
+    num_extraction_blocks: SingleMambaBlocks per modality before fusion (official 8).
+    num_token_swap_stages: channel-exchange stages of the shallow fuse (official 2).
+    num_m3_blocks: M3 blocks of the deep fuse (official 5).
+    num_reconstruction_blocks: SingleMambaBlocks of the reconstruction (official 8).
+    pad_multiple: test-time padding window (official window_size 8).
+    scan_impl: selective-scan implementation, see `fusionjax.kernels.selective_scan`; the output
+      does not depend on it.
+    m3_norm_twice: the code applies each M3 LayerNorm twice; False is the paper's single LN.
+    m3_shared_gate: paper Fig. 4: all three M3 branches gated by the fusion branch's z (the code
+      gates each branch by its own z).
+    m3_separate_c_a: paper: the third M3 branch gets its own A (the code shares A_b); adds
+      A_c_log, which official checkpoints lack.
+  """
+  embed_dim: int = 60
+  d_state: int = 16
+  d_conv: int = 4
+  expand: int = 2
+  dt_rank: int | None = None
+  num_extraction_blocks: int = 8
+  num_token_swap_stages: int = 2
+  num_m3_blocks: int = 5
+  num_reconstruction_blocks: int = 8
+  pad_multiple: int = 8
+  scan_impl: str = "auto"
+  m3_norm_twice: bool = True
+  m3_shared_gate: bool = False
+  m3_separate_c_a: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class TinyConfig(Config):
+  """A small MambaDFuse for tests and CPU smoke runs: C = 8, N = 4, one block of each kind."""
+  embed_dim: int = 8
+  d_state: int = 4
+  num_extraction_blocks: int = 1
+  num_token_swap_stages: int = 1
+  num_m3_blocks: int = 1
+  num_reconstruction_blocks: int = 1
+
+
+def mirror_pad(x: jax.Array, multiple: int) -> jax.Array:
+  """The padding of test_MambaDFuse.py on (batch, H, W, C), bottom and right.
+
+  Each size s grows to (s // multiple + 1) * multiple (always 1..multiple extra) by appending the
+  image flipped along that axis (symmetric, edge pixel repeated), height first. Like the official
+  code, an image shorter than its padding only gets its own flipped copy (size 2 s).
+  """
+  height, width = x.shape[1:3]
+  x = jnp.concatenate([x, x[:, ::-1]], axis=1)[:, : (height // multiple + 1) * multiple]
+  return jnp.concatenate([x, x[:, :, ::-1]], axis=2)[:, :, : (width // multiple + 1) * multiple]
+
+
+def to_tokens(image: jax.Array) -> jax.Array:
+  """(batch, H, W, C) -> (batch, H * W, C), row-major (raster) order."""
+  batch, height, width, channels = image.shape
+  return image.reshape(batch, height * width, channels)
+
+
+def to_image(tokens: jax.Array, height: int, width: int) -> jax.Array:
+  """(batch, H * W, C) row-major tokens -> (batch, H, W, C)."""
+  return tokens.reshape(tokens.shape[0], height, width, tokens.shape[-1])
+
+
+class PatchEmbed(nnx.Module):
+  """Tokens of an image (patch size 1) through one LayerNorm: (batch, H, W, C) -> (batch, HW, C).
+
+  One instance is shared by all six embedding calls of MambaDFuse. PyTorch name: patch_embed.norm.
+  """
+
+  def __init__(self, dim: int, *, rngs: nnx.Rngs):
+    self.norm = layer_norm(dim, rngs=rngs)
+
+  def __call__(self, image: jax.Array) -> jax.Array:
+    return self.norm(to_tokens(image))
+
+
+def conv3x3(in_features: int, out_features: int, *, rngs: nnx.Rngs) -> nnx.Conv:
+  """Zero-padded 3x3 conv with bias, PyTorch-initialised."""
+  return torch_conv(in_features, out_features, (3, 3), padding=((1, 1), (1, 1)), rngs=rngs)
+
+
+def lrelu(x: jax.Array) -> jax.Array:
+  return jax.nn.leaky_relu(x, LRELU_SLOPE)
+
+
+_SCAN_BRANCH = re.compile(r"ssm(_[bc])?")
+_NORM = re.compile(r"norm\d?")
+_NUMBERED_FROM_ONE = ("channel_exchange", "M3_block")
+
+
+@registry.register("mambadfuse", Config)
+class MambaDFuse(nnx.Module):
+  """MambaDFuse; attributes are named after the official module's, for weight import."""
+
+  def __init__(self, config: Config, *, rngs: nnx.Rngs):
+    dim, half = config.embed_dim, config.embed_dim // 2
+    self.pad_multiple = config.pad_multiple
+    mamba_kwargs = dict(d_state=config.d_state, d_conv=config.d_conv, expand=config.expand,
+                        dt_rank=config.dt_rank, impl=config.scan_impl)
+    mamba_stack = lambda depth: nnx.List(
+        [SingleMambaBlock(dim, mamba_kwargs=mamba_kwargs, rngs=rngs) for _ in range(depth)])
+
+    self.patch_embed = PatchEmbed(dim, rngs=rngs)
+    self.low_level_feature_extraction1 = conv3x3(1, half, rngs=rngs)
+    self.low_level_feature_extraction2 = conv3x3(half, dim, rngs=rngs)
+    self.high_level_feature_extraction1 = mamba_stack(config.num_extraction_blocks)
+    self.high_level_feature_extraction2 = mamba_stack(config.num_extraction_blocks)
+    self.channel_exchange = nnx.List(  # PyTorch: channel_exchange1, channel_exchange2
+        [TokenSwapMamba(dim, mamba_kwargs=mamba_kwargs, rngs=rngs)
+         for _ in range(config.num_token_swap_stages)])
+    self.shallow_fusion1 = conv3x3(2 * dim, dim, rngs=rngs)
+    self.shallow_fusion2 = conv3x3(2 * dim, dim, rngs=rngs)
+    self.M3_block = nnx.List(  # PyTorch: M3_block1 ... M3_block5
+        [M3Block(dim, mamba_kwargs=mamba_kwargs, norm_twice=config.m3_norm_twice,
+                 shared_gate=config.m3_shared_gate, separate_c_a=config.m3_separate_c_a,
+                 rngs=rngs)
+         for _ in range(config.num_m3_blocks)])
+    self.feature_re = mamba_stack(config.num_reconstruction_blocks)
+    self.conv_last1 = conv3x3(dim, half, rngs=rngs)
+    self.conv_last2 = conv3x3(half, half // 2, rngs=rngs)
+    self.conv_last3 = conv3x3(half // 2, 1, rngs=rngs)
+
+  def __call__(self, a: jax.Array, b: jax.Array) -> jax.Array:
+    """Fuses A (IR / MRI) and B (visible Y / CT / PET-Y / SPECT-Y) as the official test does.
+
+    a, b: (batch, H, W, 1) in [0, 1], any H and W. Mirror-pads to the next multiple of 8 strictly
+    above each size, runs `network`, crops back. Returns (batch, H, W, 1), unclamped (the official
+    script clamps to [0, 1] only when saving).
+    """
+    height, width = a.shape[1:3]
+    fused = self.network(mirror_pad(a, self.pad_multiple), mirror_pad(b, self.pad_multiple))
+    return fused[:, :height, :width]
+
+  def network(self, a: jax.Array, b: jax.Array) -> jax.Array:
+    """The raw network (official `MambaDFuse.forward`): (batch, H, W, 1) x 2 -> (batch, H, W, 1)."""
+    height, width = a.shape[1:3]
+    features = self.dual_level_feature_extraction(a, b)
+    fusion = self.dual_phase_feature_fusion(*features, height, width)
+    return self.fused_img_recon(fusion)
+
+  def low_level_features(self, x: jax.Array) -> jax.Array:
+    """Shared CNN: (batch, H, W, 1) -> (batch, H, W, C)."""
+    return lrelu(self.low_level_feature_extraction2(lrelu(self.low_level_feature_extraction1(x))))
+
+  def dual_level_feature_extraction(self, a: jax.Array, b: jax.Array):
+    """(batch, H, W, 1) x 2 -> (I1, I1 residual, I2, I2 residual), each (batch, HW, C)."""
+    i1, i1_residual = run_residual_stack(self.high_level_feature_extraction1,
+                                         self.patch_embed(self.low_level_features(a)))
+    i2, i2_residual = run_residual_stack(self.high_level_feature_extraction2,
+                                         self.patch_embed(self.low_level_features(b)))
+    return i1, i1_residual, i2, i2_residual
+
+  def shallow_fuse(self, i1, i1_residual, i2, i2_residual, height: int, width: int):
+    """Token-swap stages, then the two cross convs: returns images I1, I2, (batch, H, W, C)."""
+    for stage in self.channel_exchange:
+      i1, i2, i1_residual, i2_residual = stage(i1, i2, i1_residual, i2_residual)
+    i1, i2 = to_image(i1, height, width), to_image(i2, height, width)
+    i1 = self.shallow_fusion1(jnp.concatenate([i1, i2], axis=-1)) + i1
+    i2 = self.shallow_fusion2(jnp.concatenate([i2, i1], axis=-1)) + i2
+    return i1, i2
+
+  def deep_fuse(self, i1: jax.Array, i2: jax.Array) -> jax.Array:
+    """M3 blocks on images I1, I2 (batch, H, W, C): returns fusion tokens (batch, HW, C)."""
+    height, width = i1.shape[1:3]
+    tokens1, tokens2 = self.patch_embed(i1), self.patch_embed(i2)
+    fusion = self.patch_embed((i1 + i2) / 2)
+    residual = jnp.zeros_like(fusion)
+    for block in self.M3_block:
+      fusion, residual = block(tokens1, residual, tokens2, fusion, height, width)
+    return fusion
+
+  def dual_phase_feature_fusion(self, i1, i1_residual, i2, i2_residual, height: int,
+                                width: int) -> jax.Array:
+    """Shallow then deep fuse of the extracted tokens: returns the fused image (batch, H, W, C)."""
+    i1, i2 = self.shallow_fuse(i1, i1_residual, i2, i2_residual, height, width)
+    return to_image(self.deep_fuse(i1, i2), height, width)
+
+  def fused_img_recon(self, fusion: jax.Array) -> jax.Array:
+    """Reconstruction: fused features (batch, H, W, C) -> image (batch, H, W, 1)."""
+    height, width = fusion.shape[1:3]
+    x, _ = run_residual_stack(self.feature_re, self.patch_embed(fusion))
+    x = lrelu(self.conv_last1(to_image(x, height, width)))
+    return self.conv_last3(lrelu(self.conv_last2(x)))
+
+  @staticmethod
+  def torch_source(path: tuple[str | int, ...]) -> convert.TorchSource | None:
+    """The official state_dict tensor of our parameter at `path` (see `fusionjax.convert`).
+
+    Our tree mirrors the official one except: the numbered stages are lists
+    (channel_exchange.0 <- channel_exchange1, M3_block.4 <- M3_block5); a Mamba's scan branch
+    `ssm`, `ssm_b`, `ssm_c` holds conv1d / x_proj / dt_proj / D (<- conv1d_b, x_proj_b, D_b, ...);
+    block LayerNorms drop the `body` level of WithBias_LayerNorm. A_c_log (paper variant) has no
+    counterpart.
+    """
+    parts = [str(p) for p in path]
+    if parts[-1] == "A_c_log":
+      return None
+    if parts[0] in _NUMBERED_FROM_ONE:
+      parts[:2] = [f"{parts[0]}{int(parts[1]) + 1}"]
+    for i, part in enumerate(parts[:-1]):
+      if match := _SCAN_BRANCH.fullmatch(part):
+        parts[i:i + 2] = [parts[i + 1] + (match.group(1) or "")]
+        break
+    if parts[0] != "patch_embed" and _NORM.fullmatch(parts[-2]):
+      parts.insert(-1, "body")
+    return convert.TorchSource(convert.torch_name(tuple(parts)))
+
+
+registry.register("mambadfuse_tiny", TinyConfig)(MambaDFuse)
