@@ -1,6 +1,8 @@
 """The functional face: init(rng, config) -> Params, apply(params, a, b), under jit and grad."""
 
 import dataclasses
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -21,8 +23,13 @@ def _leaves_equal(p, q) -> bool:
           and all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(p), jax.tree.leaves(q))))
 
 
-def test_registry_names():
-  assert {"mambadfuse", "mambadfuse_tiny"} <= set(models.names())
+def test_importing_models_registers_every_model():
+  # In a fresh interpreter, so that no other fusionjax module has imported a model file.
+  names = subprocess.run(
+      [sys.executable, "-c", "import fusionjax.models as m; print(' '.join(m.names()))"],
+      check=True, capture_output=True, text=True).stdout.split()
+  assert {"mambadfuse", "mambadfuse_tiny", "fusionmamba", "fusionmamba_ct_mri",
+          "fusionmamba_tiny", "s4fusion", "s4fusion_tiny"} <= set(names)
 
 
 def test_init_accepts_name_dataclass_and_configdict():

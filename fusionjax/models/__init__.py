@@ -5,7 +5,8 @@
     fused = apply(params, a, b)
 """
 
-from fusionjax.models import mambadfuse  # noqa: F401  (registers "mambadfuse", "mambadfuse_tiny")
+# Importing a model module registers its variants ("<name>", "<name>_tiny", ...).
+from fusionjax.models import fusionmamba, mambadfuse, s4fusion  # noqa: F401
 from fusionjax.models.functional import Params, apply, build, init, resolve_config
 from fusionjax.models.registry import names
 

@@ -1,0 +1,180 @@
+"""Name and layout mapping from official PyTorch state_dicts to the NNX parameters of our blocks.
+
+A mapping is a dict {NNX parameter path: (PyTorch tensor name, layout transform)}. The helpers
+below produce the entries of one building block; each model file composes them into the map of
+its whole network, and `load_mapped` checks and copies the tensors: every NNX parameter must get
+exactly one tensor of exactly its shape, and every PyTorch tensor must be used (or be listed as
+ignored with a check of its value), so a wrong or partial map fails loudly.
+
+Layouts: Linear (out, in) -> kernel (in, out); Conv2d (out, in/groups, kh, kw) -> (kh, kw,
+in/groups, out); LayerNorm weight -> scale. The merged per-direction SSM tensors of VMamba-style
+code: x_proj_weight (K, R + 2N, d_inner) -> (K, d_inner, R + 2N); dt_projs_weight (K, d_inner, R)
+-> (K, R, d_inner); A_logs (K d_inner, N) -> (K, d_inner, N) and Ds (K d_inner,) -> (K, d_inner),
+both k-major.
+"""
+
+from collections.abc import Callable, Mapping
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+Path = tuple
+Transform = Callable[[np.ndarray, tuple[int, ...]], np.ndarray]
+ParamMap = dict[Path, tuple[str, Transform]]
+
+
+def identity(array, shape):
+  del shape
+  return array
+
+
+def linear_weight(array, shape):
+  del shape
+  return array.T
+
+
+def conv_weight(array, shape):
+  del shape
+  return array.transpose(2, 3, 1, 0)
+
+
+def per_direction_weight(array, shape):
+  """(K, out, in) merged projection -> (K, in, out)."""
+  del shape
+  return array.transpose(0, 2, 1)
+
+
+def reshaped(array, shape):
+  """Same elements in the same order, new shape: e.g. merged k-major (K * d_inner, N) ->
+  (K, d_inner, N), or a (1, 1, 3) Conv1d weight -> (3,)."""
+  if array.size != int(np.prod(shape)):
+    raise ValueError(f"cannot reshape {array.shape} into {shape}")
+  return array.reshape(shape)
+
+
+def linear_entries(path: Path, name: str, *, bias: bool) -> ParamMap:
+  entries = {path + ("kernel",): (f"{name}.weight", linear_weight)}
+  if bias:
+    entries[path + ("bias",)] = (f"{name}.bias", identity)
+  return entries
+
+
+def layer_norm_entries(path: Path, name: str) -> ParamMap:
+  return {path + ("scale",): (f"{name}.weight", identity),
+          path + ("bias",): (f"{name}.bias", identity)}
+
+
+def conv_entries(path: Path, name: str, *, bias: bool = True) -> ParamMap:
+  entries = {path + ("kernel",): (f"{name}.weight", conv_weight)}
+  if bias:
+    entries[path + ("bias",)] = (f"{name}.bias", identity)
+  return entries
+
+
+def selective_ssm_entries(path: Path, name: str) -> ParamMap:
+  """`ssm.SelectiveSSM` <- {name}.dt_projs_weight, dt_projs_bias, A_logs, Ds."""
+  return {
+      path + ("dt_kernel",): (f"{name}.dt_projs_weight", per_direction_weight),
+      path + ("dt_bias",): (f"{name}.dt_projs_bias", identity),
+      path + ("A_log",): (f"{name}.A_logs", reshaped),
+      path + ("D",): (f"{name}.Ds", reshaped),
+  }
+
+
+def directional_ssm_entries(path: Path, name: str) -> ParamMap:
+  """`ssm.DirectionalSSM` <- {name}.x_proj_weight plus the `selective_ssm_entries`."""
+  return {
+      path + ("selection", "kernel"): (f"{name}.x_proj_weight", per_direction_weight),
+      **selective_ssm_entries(path + ("ssm",), name),
+  }
+
+
+def ss2d_entries(path: Path, name: str) -> ParamMap:
+  """`vss.SS2D` <- VMamba/EfficientVMamba `SS2D` (in_proj, conv2d, SSM, out_norm, out_proj)."""
+  return {
+      **linear_entries(path + ("in_proj",), f"{name}.in_proj", bias=False),
+      **conv_entries(path + ("conv",), f"{name}.conv2d"),
+      **directional_ssm_entries(path + ("ssm",), name),
+      **layer_norm_entries(path + ("out_norm",), f"{name}.out_norm"),
+      **linear_entries(path + ("out_proj",), f"{name}.out_proj", bias=False),
+  }
+
+
+def ldc_entries(path: Path, name: str) -> ParamMap:
+  """`ldc.LDC` <- FusionMamba's LDC: conv.weight, learnable_mask (out, in), learnable_theta.
+
+  Its frozen all-ones `base_mask` has no NNX parameter (pass it to `load_mapped` as ignored).
+  """
+  return {path + ("kernel",): (f"{name}.conv.weight", conv_weight),
+          path + ("centre_gain",): (f"{name}.learnable_mask", linear_weight),
+          path + ("theta",): (f"{name}.learnable_theta", identity)}
+
+
+def patch_embed_entries(path: Path, name: str) -> ParamMap:
+  return {**conv_entries(path + ("proj",), f"{name}.proj"),
+          **layer_norm_entries(path + ("norm",), f"{name}.norm")}
+
+
+def patch_merging_entries(path: Path, name: str) -> ParamMap:
+  return {**layer_norm_entries(path + ("norm",), f"{name}.norm"),
+          **linear_entries(path + ("reduction",), f"{name}.reduction", bias=False)}
+
+
+def patch_expand_entries(path: Path, name: str) -> ParamMap:
+  return {**linear_entries(path + ("expand",), f"{name}.expand", bias=False),
+          **layer_norm_entries(path + ("norm",), f"{name}.norm")}
+
+
+def load_mapped(model: nnx.Module, state_dict: Mapping[str, np.ndarray], mapping: ParamMap, *,
+                ignored: Mapping[str, Callable[[np.ndarray], bool]] | None = None,
+                variables: tuple[type[nnx.Variable], ...] = (nnx.Param,)) -> None:
+  """Copies `state_dict` into `model`'s variables following `mapping`, in place.
+
+  Args:
+    model: the NNX model to fill.
+    state_dict: PyTorch tensor name -> array (numpy or anything `np.asarray` takes).
+    mapping: NNX parameter path -> (PyTorch name, transform), covering every parameter.
+    ignored: PyTorch names that have no NNX parameter, each with a predicate its value must
+      satisfy (e.g. FusionMamba's frozen all-ones LDC masks).
+    variables: the variable types to fill (e.g. also nnx.BatchStat for running statistics).
+
+  Raises:
+    ValueError: on a parameter without a tensor, a tensor without a parameter, a shape mismatch,
+      or an ignored tensor failing its check.
+  """
+  ignored = dict(ignored or {})
+  params = dict(nnx.to_flat_state(nnx.state(model, variables)))  # a tuple filter: any of them
+  problems = []
+  unmapped = sorted(set(params) - set(mapping), key=str)
+  if unmapped:
+    problems.append(f"NNX parameters without a PyTorch tensor: {unmapped[:8]}")
+  stale = sorted(set(mapping) - set(params), key=str)
+  if stale:
+    problems.append(f"mapping names NNX parameters that do not exist: {stale[:8]}")
+  used = [name for name, _ in mapping.values()]
+  duplicated = sorted({name for name in used if used.count(name) > 1})
+  if duplicated:
+    problems.append(f"PyTorch tensors mapped twice: {duplicated[:8]}")
+  absent = sorted(set(used) - set(state_dict))
+  if absent:
+    problems.append(f"PyTorch tensors missing from the state_dict: {absent[:8]}")
+  leftover = sorted(set(state_dict) - set(used) - set(ignored))
+  if leftover:
+    problems.append(f"PyTorch tensors with no NNX parameter: {leftover[:8]}")
+  for name, check in ignored.items():
+    if name in state_dict and not check(np.asarray(state_dict[name])):
+      problems.append(f"ignored tensor {name} fails its check")
+  if problems:
+    raise ValueError("; ".join(problems))
+  new_values = {}
+  for path, (name, transform) in mapping.items():
+    target = params[path]
+    value = transform(np.asarray(state_dict[name], dtype=np.float32), target.shape)
+    if value.shape != target.shape:
+      where = ".".join(map(str, path))
+      problems.append(f"{name} {value.shape} does not fit {where} {target.shape}")
+    new_values[path] = type(target)(jnp.asarray(value))
+  if problems:
+    raise ValueError("; ".join(problems))
+  nnx.update(model, nnx.from_flat_state(new_values))
