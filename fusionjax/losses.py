@@ -1,0 +1,174 @@
+"""Training losses of MambaDFuse and FusionMamba, as their official code computes them.
+
+shared/docs/architectures.md sections 1.5 (MambaDFuse) and 2.7 (FusionMamba); S4Fusion's loss,
+which needs a frozen ResNet50, lives in `fusionjax.models.s4fusion_loss`.
+
+Every image is (batch, H, W, 1) float32 in [0, 1]: `a` and `b` the two sources in the order the
+model takes them, `fused` the model output. Each paper's loss returns `(total, terms)`: the
+weighted scalar sum and a dict of its unweighted scalar terms ("intensity", "gradient", "ssim").
+All functions are pure and jit/grad/vmap-friendly.
+"""
+
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+SOBEL_X = np.array([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], np.float32)
+SOBEL_Y = np.array([[1.0, 2.0, 1.0], [0.0, 0.0, 0.0], [-1.0, -2.0, -1.0]], np.float32)
+SSIM_WINDOW, SSIM_SIGMA = 11, 1.5
+SSIM_C1, SSIM_C2 = 0.01**2, 0.03**2  # dynamic range 1
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+Terms = dict[str, jax.Array]
+
+
+def filter2d(x: jax.Array, kernel: np.ndarray, padding: int) -> jax.Array:
+  """Cross-correlation of each channel with a 2-D kernel (PyTorch conv2d with groups=C).
+
+  x: (batch, H, W, C); kernel: (kh, kw); zero `padding` on every side.
+  Returns (batch, H + 2 padding - kh + 1, W + 2 padding - kw + 1, C).
+  """
+  channels = x.shape[-1]
+  weights = jnp.broadcast_to(jnp.asarray(kernel, x.dtype)[:, :, None, None],
+                             kernel.shape + (1, channels))
+  return jax.lax.conv_general_dilated(
+      x, weights, window_strides=(1, 1), padding=((padding, padding), (padding, padding)),
+      dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=channels)
+
+
+def sobel_gradient(x: jax.Array) -> jax.Array:
+  """|Sobel_x * x| + |Sobel_y * x|, zero padding 1: (batch, H, W, C) -> (batch, H, W, C)."""
+  return jnp.abs(filter2d(x, SOBEL_X, 1)) + jnp.abs(filter2d(x, SOBEL_Y, 1))
+
+
+def gaussian_window(size: int, sigma: float = SSIM_SIGMA) -> np.ndarray:
+  """Normalised (size, size) Gaussian centred on size // 2, as pytorch-ssim builds it."""
+  offsets = np.arange(size, dtype=np.float64) - size // 2
+  profile = np.exp(-offsets**2 / (2 * sigma**2))
+  profile /= profile.sum()
+  return np.outer(profile, profile).astype(np.float32)
+
+
+def _ssim_and_contrast_structure(x: jax.Array, y: jax.Array, window: np.ndarray,
+                                 padding: int) -> tuple[jax.Array, jax.Array]:
+  """Mean SSIM and mean contrast-structure term over everything, (batch, H, W, C) inputs."""
+  mu_x, mu_y = filter2d(x, window, padding), filter2d(y, window, padding)
+  var_x = filter2d(x * x, window, padding) - mu_x**2
+  var_y = filter2d(y * y, window, padding) - mu_y**2
+  cov = filter2d(x * y, window, padding) - mu_x * mu_y
+  contrast_structure = (2 * cov + SSIM_C2) / (var_x + var_y + SSIM_C2)
+  luminance = (2 * mu_x * mu_y + SSIM_C1) / (mu_x**2 + mu_y**2 + SSIM_C1)
+  return jnp.mean(luminance * contrast_structure), jnp.mean(contrast_structure)
+
+
+def ssim(x: jax.Array, y: jax.Array) -> jax.Array:
+  """SSIM of pytorch-ssim (MambaDFuse's loss_ssim.py), a scalar.
+
+  11x11 Gaussian window (sigma 1.5), zero padding 5 ("same" size), C1 = 0.01^2, C2 = 0.03^2
+  (dynamic range 1); the SSIM map is averaged over batch, pixels and channels.
+  x, y: (batch, H, W, C).
+  """
+  return _ssim_and_contrast_structure(x, y, gaussian_window(SSIM_WINDOW), SSIM_WINDOW // 2)[0]
+
+
+def _average_pool_2x2(x: jax.Array) -> jax.Array:
+  """PyTorch avg_pool2d(x, 2) on (batch, H, W, C): odd sizes drop the last row/column."""
+  batch, height, width, channels = x.shape
+  x = x[:, : height // 2 * 2, : width // 2 * 2]
+  return x.reshape(batch, height // 2, 2, width // 2, 2, channels).mean(axis=(2, 4))
+
+
+def ms_ssim(x: jax.Array, y: jax.Array) -> jax.Array:
+  """Normalised MS-SSIM of FusionMamba's bundled `pytorch_msssim` (msssim(normalize=True)).
+
+  Five scales with 2x2 average pooling between them; per scale an SSIM with a Gaussian window
+  of min(11, H, W) pixels (sigma 1.5) and no padding ("valid"), C1 = 0.01^2, C2 = 0.03^2 (the
+  range the code detects for [0, 1] inputs). Per scale the mean SSIM s_i and the mean
+  contrast-structure cs_i are mapped v -> (v + 1) / 2, and the result is the code's
+  prod_{i<4} cs_i^{w_i} * s_4^{w_4} with w = MS_SSIM_WEIGHTS. A scalar.
+
+  x, y: (batch, H, W, C) with H, W >= 16 (the fifth scale needs one pixel).
+  """
+  if min(x.shape[1:3]) < 2 ** (len(MS_SSIM_WEIGHTS) - 1):
+    raise ValueError(f"ms_ssim needs images of at least 16x16 pixels, got {x.shape[1:3]}")
+  ssims, contrast_structures = [], []
+  for scale in range(len(MS_SSIM_WEIGHTS)):
+    if scale:
+      x, y = _average_pool_2x2(x), _average_pool_2x2(y)
+    window = gaussian_window(min(SSIM_WINDOW, *x.shape[1:3]))
+    mean_ssim, mean_cs = _ssim_and_contrast_structure(x, y, window, padding=0)
+    ssims.append(mean_ssim)
+    contrast_structures.append(mean_cs)
+  weights = jnp.asarray(MS_SSIM_WEIGHTS)
+  ssim_powers = ((jnp.stack(ssims) + 1) / 2) ** weights
+  cs_powers = ((jnp.stack(contrast_structures) + 1) / 2) ** weights
+  return jnp.prod(cs_powers[:-1] * ssim_powers[-1])
+
+
+def max_intensity_l1(a: jax.Array, b: jax.Array, fused: jax.Array) -> jax.Array:
+  """mean |fused - max(a, b)|, a scalar; inputs (batch, H, W, C)."""
+  return jnp.mean(jnp.abs(fused - jnp.maximum(a, b)))
+
+
+def max_gradient_l1(a: jax.Array, b: jax.Array, fused: jax.Array) -> jax.Array:
+  """mean |S(fused) - max(S(a), S(b))| with S = `sobel_gradient`, a scalar (texture loss)."""
+  target = jnp.maximum(sobel_gradient(a), sobel_gradient(b))
+  return jnp.mean(jnp.abs(sobel_gradient(fused) - target))
+
+
+def mambadfuse_loss(a: jax.Array, b: jax.Array, fused: jax.Array, *, intensity_weight: float,
+                    gradient_weight: float, ssim_weight: float,
+                    ssim_weighting: Literal["gradient", "equal"]) -> tuple[jax.Array, Terms]:
+  """MambaDFuse's loss (its loss_vif.py / loss_med.py, SwinFusion's without the TV term).
+
+  intensity = mean |F - max(A, B)|; gradient = `max_gradient_l1`;
+  ssim = 1 - (w_A SSIM(A, F) + w_B SSIM(B, F)) with `ssim`, where for "gradient" weighting
+  (VIF) w_A = mean S(A) / (mean S(A) + mean S(B)) over the whole batch and w_B = 1 - w_A
+  (0.5 each if both sources are flat), and for "equal" (medical) w_A = w_B = 0.5.
+  The code's weights are (20, 20, 10) for VIF and (20, 100, 50) for medical pairs.
+
+  a: IR / MRI, b: visible Y / CT / PET-Y / SPECT-Y, fused: (batch, H, W, 1).
+  Returns (total, {"intensity", "gradient", "ssim"}).
+  """
+  if ssim_weighting == "gradient":
+    detail_a, detail_b = jnp.mean(sobel_gradient(a)), jnp.mean(sobel_gradient(b))
+    total_detail = detail_a + detail_b
+    weight_a = jnp.where(total_detail > 0,
+                         detail_a / jnp.where(total_detail > 0, total_detail, 1.0), 0.5)
+  elif ssim_weighting == "equal":
+    weight_a = 0.5
+  else:
+    raise ValueError(f"ssim_weighting must be 'gradient' or 'equal', got {ssim_weighting!r}")
+  terms = {
+      "intensity": max_intensity_l1(a, b, fused),
+      "gradient": max_gradient_l1(a, b, fused),
+      "ssim": 1 - (weight_a * ssim(a, fused) + (1 - weight_a) * ssim(b, fused)),
+  }
+  total = (intensity_weight * terms["intensity"] + gradient_weight * terms["gradient"]
+           + ssim_weight * terms["ssim"])
+  return total, terms
+
+
+def fusionmamba_loss(a: jax.Array, b: jax.Array, fused: jax.Array, *, intensity_weight: float,
+                     gradient_weight: float, ssim_weight: float) -> tuple[jax.Array, Terms]:
+  """FusionMamba's loss (its loss.py): the output is clamped to [0, 1] first, then
+
+  intensity = mean (F - max(A, B))^2 (MSE); gradient = `max_gradient_l1`;
+  ssim = 0.5 (1 - MS-SSIM(F, A)) + 0.5 (1 - MS-SSIM(F, B)) with `ms_ssim`.
+  Paper / pre-2024-08 code weights (intensity, gradient, ssim) = (100, 10, 1); HEAD's
+  "CT-MRI" setting (10, 1, 10).
+
+  a: visible Y / MRI, b: IR / CT / PET / SPECT / GFP, fused: (batch, H, W, 1), H, W >= 16.
+  Returns (total, {"intensity", "gradient", "ssim"}).
+  """
+  fused = jnp.clip(fused, 0.0, 1.0)
+  terms = {
+      "intensity": jnp.mean((fused - jnp.maximum(a, b)) ** 2),
+      "gradient": max_gradient_l1(a, b, fused),
+      "ssim": 0.5 * (1 - ms_ssim(fused, a)) + 0.5 * (1 - ms_ssim(fused, b)),
+  }
+  total = (intensity_weight * terms["intensity"] + gradient_weight * terms["gradient"]
+           + ssim_weight * terms["ssim"])
+  return total, terms
