@@ -1,0 +1,187 @@
+"""Shared defaults for `configs/*.py` and the parsing of their `:arg`; configs import only this.
+
+A config file (big_vision style) is
+
+    def get_config(arg=None):
+      arg = config_lib.parse_arg(arg, tiny=False)
+      config = config_lib.base_config(config_lib.model_config("fusionmamba", tiny=arg.tiny))
+      config.loss = ...; config.data.dataset = ...; config.optim.learning_rate = ...
+      return config_lib.shrink(config) if arg.tiny else config
+
+and runs with `python run.py --config=configs/<file>.py[:arg] [--config.section.field=value]`.
+
+Sections (every field is documented in `base_config`): `model` (the model's registered Config
+dataclass as fields, plus `name`), `loss`, `data`, `optim`, `train`, `eval`, `ckpt`, and the
+top-level `seed`.
+"""
+
+import dataclasses
+import importlib.util
+import pathlib
+from typing import Any
+
+import ml_collections
+
+from fusionjax import models
+
+# The CPU smoke-run sizes that `shrink` sets (a few minutes on 2 CPU cores, embedded pairs).
+TINY_CROP_SIZE = 32
+TINY_BATCH_SIZE = 8
+TINY_NUM_STEPS = 60
+# Tiny models over a few dozen steps: a larger rate than the papers' shows learning in the run.
+TINY_LEARNING_RATE = 1e-3
+
+
+def load(spec: str) -> ml_collections.ConfigDict:
+  """The config of "path/to/config.py[:arg]", as run.py's --config would load it (unlocked).
+
+  >>> config = load("configs/fusionmamba_med.py:tiny")
+  """
+  path, _, arg = spec.partition(":")
+  if not pathlib.Path(path).is_file():
+    raise FileNotFoundError(f"config file not found: {path}")
+  module_spec = importlib.util.spec_from_file_location(pathlib.Path(path).stem, path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg or None)
+
+
+def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
+  """Parses the `:arg` of `--config=file.py:arg` into typed fields.
+
+  `arg` is a comma-separated list of `key=value` or bare `key` (sets a bool to True), e.g.
+  "tiny" or "tiny,task=pet". Every key must be one of `defaults`, whose values give the
+  types; absent keys keep their defaults.
+
+  >>> parse_arg("tiny,task=pet", tiny=False, task="ct")
+  task: pet
+  tiny: true
+  """
+  values = dict(defaults)
+  for token in filter(None, (token.strip() for token in (arg or "").split(","))):
+    key, has_value, text = token.partition("=")
+    if key not in defaults:
+      raise ValueError(f"unknown config argument {key!r} in {arg!r}; known: {sorted(defaults)}")
+    default = defaults[key]
+    if not has_value:
+      if not isinstance(default, bool):
+        raise ValueError(f"config argument {key!r} needs a value ({key}=...)")
+      values[key] = True
+    elif isinstance(default, bool):
+      if text.lower() not in ("true", "false", "1", "0"):
+        raise ValueError(f"config argument {key!r} is a bool, got {text!r}")
+      values[key] = text.lower() in ("true", "1")
+    else:
+      values[key] = type(default)(text)
+  return ml_collections.ConfigDict(values)
+
+
+def model_config(name: str, *, tiny: bool = False, **overrides: Any) -> ml_collections.ConfigDict:
+  """The `model` section: `name` plus every field of the model's registered Config dataclass.
+
+  `tiny` selects the registered "<name>_tiny" variant. Every field is written out so that it
+  can be overridden from the command line (`--config.model.d_state=8`) and is recorded in the
+  run's config.json; `overrides` change fields here (unknown ones are refused).
+  """
+  name = f"{name}_tiny" if tiny else name
+  _, defaults = models.resolve_config(name)
+  fields = dataclasses.asdict(defaults)
+  unknown = sorted(set(overrides) - set(fields))
+  if unknown:
+    raise ValueError(f"unknown fields for model {name!r}: {unknown}; known: {sorted(fields)}")
+  return ml_collections.ConfigDict({"name": name, **fields, **overrides})
+
+
+def base_config(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Defaults of every section; a config file then sets its paper's values."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0  # model init, data order and augmentation, stochastic depth
+  config.model = model
+  # `name` picks the loss (fusionjax.training.steps.LOSSES); the other fields are its keyword
+  # arguments (weights and variants), set by each config file.
+  config.loss = ml_collections.ConfigDict({"name": model.name.removesuffix("_tiny")})
+  config.data = ml_collections.ConfigDict(dict(
+      dataset="",  # TFDS name of a fusionjax.data.builders dataset ("harvard/ct_mri", "msrs")
+      # Where the pairs are read from: TFDS array_record files in `data_dir` (built once from
+      # `manual_dir` when both are set); else the raw folders in `manual_dir` (any layout the
+      # dataset's builder accepts, e.g. shared/data's <dataset>/<split>/<modality>/); else the
+      # pairs embedded in the package (fusionjax.data.sample_dir()).
+      data_dir="",
+      manual_dir="",
+      train_split="train",
+      eval_split="test",
+      # Feed the model (img_b, img_a) instead of (img_a, img_b), where img_a is the grey
+      # modality (ir, mri, pc) and img_b the other (vi, ct, pet, spect, gfp). The Y
+      # convention of img_b is the model family's (fusionjax.color.MODEL_Y_CONVENTION).
+      swap_inputs=False,
+      crop_size=128,  # random square crop, the same position in both images
+      batch_size=8,  # global, over all devices and processes
+      augment="none",  # "none" | "flips" | "dihedral" (fusionjax.data.train_dataset)
+      skip_smaller_than_crop=False,  # skip pairs smaller than the crop instead of failing
+      num_threads=4,  # grain reading threads per process
+  ))
+  config.optim = ml_collections.ConfigDict(dict(
+      optimizer="adam",  # "adam" | "adamw" (optax), PyTorch defaults for betas and eps
+      learning_rate=1e-4,  # constant value, the start of "multistep"/"exponential", the peak
+      # of "warmup_cosine"
+      b1=0.9,
+      b2=0.999,
+      eps=1e-8,
+      weight_decay=0.0,  # decoupled (adamw only)
+      grad_clip_norm=0.0,  # clip by global norm when > 0
+      schedule="constant",  # "constant" | "multistep" | "exponential" | "warmup_cosine"
+      boundaries=(),  # multistep: steps where the rate is multiplied by decay_rate
+      decay_rate=0.5,  # multistep and exponential
+      decay_every_steps=0,  # exponential: staircase period (e.g. one epoch)
+      warmup_steps=0,  # warmup_cosine: linear warm-up from init_learning_rate
+      init_learning_rate=0.0,
+      end_learning_rate=0.0,  # warmup_cosine: floor reached at train.num_steps
+      ema_decay=0.0,  # > 0 keeps an EMA of the parameters, used for evaluation and fusing
+  ))
+  config.train = ml_collections.ConfigDict(dict(
+      num_steps=10_000,
+      log_every_steps=50,  # scalars to metrics.jsonl and TensorBoard
+  ))
+  config.eval = ml_collections.ConfigDict(dict(
+      every_steps=1_000,  # validation during training, and at its end; 0 = never
+      num_pairs=0,  # pairs of data.eval_split validated, reported and fused; 0 = all
+      # fusionjax.metrics names; () = its DEFAULT_METRICS
+      metrics=("EN", "SD", "SF", "AG", "MI", "SCD", "VIF", "Qabf", "SSIM"),
+      num_samples=4,  # pairs drawn in samples/ and TensorBoard, and in the report's grid
+      baselines=True,  # the report (run.py --mode=eval) also scores the classical baselines
+  ))
+  config.ckpt = ml_collections.ConfigDict(dict(
+      every_steps=1_000,  # periodic saves (also after every validation and at the end)
+      keep_last=3,  # latest checkpoints kept
+      keep_best=1,  # checkpoints kept by best validation `best_metric`
+      best_metric="Qabf",  # a name of eval.metrics
+      best_mode="max",  # "max" | "min"
+  ))
+  return config
+
+
+def shrink(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Shrinks a paper config in place to a CPU smoke run on the embedded sample pairs.
+
+  Tiny crops and batches, a few dozen steps, validation and checkpoints at the end (and one
+  in the middle), the learning rate (and its schedule's other values) scaled to
+  TINY_LEARNING_RATE; the model must already be the tiny variant (`model_config(tiny=True)`).
+  The samples have only a "test" split, which is then used for training too.
+  """
+  if not config.model.name.endswith("_tiny"):
+    raise ValueError(f"shrink() needs a tiny model, got {config.model.name!r}")
+  config.data.update(data_dir="", manual_dir="", train_split="test", eval_split="test",
+                     crop_size=TINY_CROP_SIZE, batch_size=TINY_BATCH_SIZE, num_threads=1,
+                     skip_smaller_than_crop=False)
+  config.train.update(num_steps=TINY_NUM_STEPS, log_every_steps=5)
+  config.eval.update(every_steps=TINY_NUM_STEPS // 2, num_pairs=2, num_samples=2)
+  config.ckpt.update(every_steps=TINY_NUM_STEPS // 2, keep_last=2)
+  if config.optim.ema_decay:
+    config.optim.ema_decay = 0.9
+  scale = TINY_LEARNING_RATE / config.optim.learning_rate
+  config.optim.learning_rate *= scale
+  config.optim.init_learning_rate *= scale
+  config.optim.end_learning_rate *= scale
+  if config.optim.schedule == "warmup_cosine":
+    config.optim.warmup_steps = TINY_NUM_STEPS // 10
+  return config

@@ -1,0 +1,159 @@
+"""Orbax checkpoints of a training run, and resuming from them.
+
+A checkpoint (workdir/checkpoints/<step>/) holds the items "model", "opt", "ema" (when kept),
+"data" (the grain iterator's position, one file per process) and "run" (JSON: the model config
+and the step). Saves are asynchronous and atomic: a run killed while saving leaves the
+previous checkpoints as they were. Which are kept: the latest `ckpt.keep_last`, plus the best
+`ckpt.keep_best` by the validation metric `ckpt.best_metric` (a checkpoint saved after a
+validation carries its metrics).
+"""
+
+import pathlib
+from collections.abc import Mapping
+
+import grain
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from flax import nnx
+from orbax.checkpoint import checkpoint_managers as policies
+
+from fusionjax.training.state import TrainState
+
+_STATE_ITEMS = ("model", "opt", "ema")
+
+
+class CheckpointMismatchError(ValueError):
+  """A checkpoint does not hold what the configured run needs (another model, no EMA, ...)."""
+
+
+def _item_handlers() -> dict[str, ocp.CheckpointHandler]:
+  return {"model": ocp.StandardCheckpointHandler(), "opt": ocp.StandardCheckpointHandler(),
+          "ema": ocp.StandardCheckpointHandler(), "run": ocp.JsonCheckpointHandler(),
+          "data": grain.checkpoint.CheckpointHandler()}
+
+
+def _key_name(key) -> str:
+  for attribute in ("key", "name", "idx"):  # DictKey, GetAttrKey, SequenceKey
+    if hasattr(key, attribute):
+      return str(getattr(key, attribute))
+  return str(key)
+
+
+def _leaf_shapes(tree) -> dict[str, tuple[int, ...]]:
+  """{"a/b/c": shape} of an nnx.State (or its stored metadata); PRNG keys as their key data."""
+  shapes = {}
+  for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+    names = [_key_name(key) for key in path]
+    if names[-1] == "value":
+      names.pop()
+    dtype = getattr(leaf, "dtype", None)
+    is_key = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+    shape = jax.eval_shape(jax.random.key_data, leaf).shape if is_key else tuple(leaf.shape)
+    shapes["/".join(names)] = shape
+  return shapes
+
+
+def _describe_differences(stored: Mapping, expected: Mapping, limit: int = 6) -> str:
+  lines = [f"  {name}: stored {stored[name]}, expected {expected[name]}"
+           for name in sorted(stored.keys() & expected.keys()) if stored[name] != expected[name]]
+  lines += [f"  {name}: missing from the checkpoint" for name in sorted(expected.keys() - stored)]
+  lines += [f"  {name}: not in this model" for name in sorted(stored.keys() - expected)]
+  more = f"\n  ... and {len(lines) - limit} more" if len(lines) > limit else ""
+  return "\n".join(lines[:limit]) + more
+
+
+def _abstract(leaf) -> jax.ShapeDtypeStruct:
+  """What to restore a leaf as: its shape, dtype and sharding (default: the first device)."""
+  sharding = getattr(leaf, "sharding", None) or jax.sharding.SingleDeviceSharding(
+      jax.local_devices()[0])
+  return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
+
+
+class RunCheckpoints:
+  """The checkpoints of one run directory; use as a context manager (waits for saves)."""
+
+  def __init__(self, directory: str | pathlib.Path, ckpt: ml_collections.ConfigDict, *,
+               create: bool = True):
+    self.directory = pathlib.Path(directory).absolute()
+    if not create and not self.directory.is_dir():
+      raise FileNotFoundError(f"no checkpoints at {self.directory}: train first (--mode=train)")
+    preserve = [policies.LatestN(n=ckpt.keep_last)]
+    best_fn = None
+    if ckpt.keep_best > 0:
+      best_fn = lambda metrics: metrics[ckpt.best_metric]  # pylint: disable=unnecessary-lambda-assignment
+      preserve.append(policies.BestN(get_metric_fn=best_fn, reverse=ckpt.best_mode == "min",
+                                     n=ckpt.keep_best, keep_checkpoints_without_metrics=False))
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=policies.AnyPreservationPolicy(preserve), best_fn=best_fn,
+        best_mode=ckpt.best_mode, create=create, enable_async_checkpointing=True)
+    self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                         item_handlers=_item_handlers())
+
+  def __enter__(self) -> "RunCheckpoints":
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def step(self, which: str) -> int:
+    """The step of the "latest" or "best" (by validation metric; latest if none has one)."""
+    step = {"latest": self.manager.latest_step, "best": self.manager.best_step}[which]()
+    if step is None:
+      raise FileNotFoundError(f"no checkpoints in {self.directory}: train first (--mode=train)")
+    return step
+
+  def save(self, step: int, state: TrainState, data_iterator: grain.DatasetIterator,
+           model_config: ml_collections.ConfigDict, metrics: Mapping[str, float] | None = None):
+    """Starts an asynchronous save of `state` and the iterator's position at `step`."""
+    items = {name: ocp.args.StandardSave(getattr(state, name)) for name in _STATE_ITEMS
+             if getattr(state, name) is not None}
+    items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+    items["run"] = ocp.args.JsonSave({"model": model_config.to_dict(), "step": step})
+    self.manager.save(step, args=ocp.args.Composite(**items),
+                      metrics=None if metrics is None else dict(metrics))
+
+  def stored_run(self, step: int) -> dict:
+    """The "run" item saved at `step` ({"model": model config, "step": step}); {} if absent."""
+    if "run" not in self.manager.item_metadata(step).keys():
+      return {}
+    return self.manager.restore(step, args=ocp.args.Composite(run=ocp.args.JsonRestore()))["run"]
+
+  def _check_compatible(self, step: int, target: Mapping[str, nnx.State | None]) -> None:
+    """Raises CheckpointMismatchError naming what differs between the stored items and the
+    arrays `target` expects (parameter names and shapes)."""
+    metadata = self.manager.item_metadata(step)
+    stored_model = self.stored_run(step).get("model", {}).get("name", "unknown")
+    where = f"checkpoint {self.directory / str(step)} (model {stored_model!r})"
+    for name, expected in target.items():
+      if expected is None:
+        continue
+      stored = metadata[name] if name in metadata.keys() else None
+      if stored is None:
+        raise CheckpointMismatchError(
+            f"{where} has no {name!r} item"
+            + (" (it was trained without optim.ema_decay)" if name == "ema" else ""))
+      differences = _describe_differences(_leaf_shapes(stored.tree), _leaf_shapes(expected))
+      if differences:
+        raise CheckpointMismatchError(
+            f"{where} does not fit this run's {name!r} (another model or model config?):\n"
+            f"{differences}\nUse another --workdir, or the config that trained it.")
+
+  def restore(self, step: int, target: TrainState,
+              data_iterator: grain.DatasetIterator | None = None) -> TrainState:
+    """The state saved at `step`, into `target`'s structure, dtypes and shardings; also moves
+    `data_iterator` (when given) to the saved position. Items that are None in `target` are
+    not read (e.g. opt for evaluation)."""
+    wanted = {name: getattr(target, name) for name in _STATE_ITEMS}
+    self._check_compatible(step, wanted)
+    items = {name: ocp.args.StandardRestore(jax.tree.map(_abstract, tree))
+             for name, tree in wanted.items() if tree is not None}
+    if data_iterator is not None:
+      items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+    restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+    return TrainState(**{name: restored[name] if tree is not None else None
+                         for name, tree in wanted.items()})

@@ -1,0 +1,76 @@
+"""Where a run's image pairs come from (the `data` config section), and its training batches."""
+
+import pathlib
+from collections.abc import Sequence
+
+import grain
+import jax
+import ml_collections
+import tensorflow_datasets as tfds
+
+from fusionjax import color, data, models
+from fusionjax.data import builders  # noqa: F401  (registers the TFDS builders)
+
+
+def model_family(model_config: ml_collections.ConfigDict) -> str:
+  """"mambadfuse", "fusionmamba" or "s4fusion": the module of the configured model class."""
+  model_cls, _ = models.resolve_config(model_config)
+  return model_cls.__module__.rsplit(".", 1)[-1]
+
+
+def pair_source(data_config: ml_collections.ConfigDict, split: str) -> Sequence[dict]:
+  """Random-access records (fusionjax.data.io) of `split` of data_config.dataset.
+
+  Read from TFDS array_record files in data_dir (prepared first from manual_dir when that is
+  set too), else from the folders in manual_dir, else from the pairs embedded in the package.
+  """
+  if not data_config.dataset:
+    raise ValueError("data.dataset is empty; set it to a fusionjax TFDS dataset name")
+  try:
+    builder = tfds.builder(data_config.dataset, data_dir=data_config.data_dir or None,
+                           file_format="array_record")
+  except tfds.core.registered.DatasetNotFoundError as error:
+    raise ValueError(f"unknown data.dataset {data_config.dataset!r}: {error}") from error
+  if data_config.data_dir:
+    if data_config.manual_dir:
+      builder.download_and_prepare(
+          download_config=tfds.download.DownloadConfig(manual_dir=data_config.manual_dir))
+    elif not builder.is_prepared():
+      raise FileNotFoundError(
+          f"dataset {data_config.dataset!r} is not prepared in data.data_dir="
+          f"{data_config.data_dir}; set data.manual_dir to the raw pairs to build it there")
+    if split not in builder.info.splits:
+      raise ValueError(f"dataset {data_config.dataset!r} in {data_config.data_dir} has no "
+                       f"split {split!r}; it has {sorted(builder.info.splits)}")
+    return builder.as_data_source(split)
+  folder = pathlib.Path(data_config.manual_dir) if data_config.manual_dir else data.sample_dir()
+  splits = builder.spec.find_splits(folder)
+  if split not in splits:
+    raise ValueError(f"no {split!r} split of {data_config.dataset!r} in {folder} (found "
+                     f"{sorted(splits)}); set data.train_split / data.eval_split")
+  return data.PairedFolderSource(splits[split].pairs(folder))
+
+
+def train_batches(config: ml_collections.ConfigDict) -> grain.DatasetIterator:
+  """An endless, checkpointable iterator of this process's share of every training batch.
+
+  Batches are dicts (fusionjax.data.pipeline) of "img_a", "img_b" (batch / processes,
+  crop, crop, 1) float32 in [0, 1] and "name"; seeded by config.seed, so the same config
+  always gives the same batches.
+  """
+  data_config = config.data
+  source = pair_source(data_config, data_config.train_split)
+  return iter(data.train_dataset(
+      source, convention=color.MODEL_Y_CONVENTION[model_family(config.model)],
+      crop_size=data_config.crop_size, batch_size=data_config.batch_size // jax.process_count(),
+      seed=config.seed, augment=data_config.augment,
+      skip_smaller_than_crop=data_config.skip_smaller_than_crop,
+      read_options=grain.ReadOptions(num_threads=data_config.num_threads,
+                                     prefetch_buffer_size=2 * data_config.batch_size)))
+
+
+def eval_pairs(data_config: ml_collections.ConfigDict,
+               num_pairs: int) -> Sequence[dict]:
+  """The first `num_pairs` records of the eval split (all when 0), for every process."""
+  source = pair_source(data_config, data_config.eval_split)
+  return source if not num_pairs else [source[i] for i in range(min(num_pairs, len(source)))]

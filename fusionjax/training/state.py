@@ -1,0 +1,82 @@
+"""What a training run holds: the model, its optimizer and an optional EMA of its parameters.
+
+Flax NNX objects are split into static graph definitions (`Graphs`) and pytrees of arrays
+(`TrainState`), so that train steps are pure functions of arrays (shared/docs/style.md habit 5).
+"""
+
+import dataclasses
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from fusionjax import models
+from fusionjax.training import optim
+
+
+@flax.struct.dataclass
+class TrainState:
+  """The arrays a train step reads and replaces (a pytree).
+
+  Attributes:
+    model: every variable of the model: parameters, RNG streams (stochastic depth), ...
+    opt: the nnx.Optimizer's variables: its step count and the optax state.
+    ema: exponential moving average of the parameters (optim.ema_decay > 0), else None.
+  """
+  model: nnx.State
+  opt: nnx.State
+  ema: nnx.State | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Graphs:
+  """The static halves of the split objects (hashable, closed over by jitted functions).
+
+  Attributes:
+    train: the model in training mode (stochastic depth on).
+    eval: the same model in evaluation mode.
+    opt: the nnx.Optimizer (its optax transformation and schedule).
+  """
+  train: nnx.GraphDef
+  eval: nnx.GraphDef
+  opt: nnx.GraphDef
+
+
+def _strong_types(tree):
+  """Drops weak types (parameters made from Python scalars): a train step's outputs are
+  strongly typed, and weak-typed inputs would make the first steps compile twice."""
+  return jax.tree.map(lambda x: x.astype(x.dtype) if getattr(x, "weak_type", False) else x, tree)
+
+
+def create(config: ml_collections.ConfigDict) -> tuple[Graphs, TrainState]:
+  """A freshly initialised model (seed `config.seed`), optimizer and EMA."""
+  model = models.build(config.model, rngs=nnx.Rngs(config.seed))
+  schedule = optim.make_schedule(config.optim, config.train.num_steps)
+  optimizer = nnx.Optimizer(model, optim.make_optimizer(config.optim, schedule), wrt=nnx.Param)
+  model.eval()
+  eval_graph = nnx.graphdef(model)
+  model.train()
+  train_graph, model_state = nnx.split(model)
+  opt_graph, opt_state = nnx.split(optimizer)
+  ema = None
+  if config.optim.ema_decay > 0:
+    ema = jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))  # its own buffers (donation)
+  state = TrainState(model=model_state, opt=opt_state, ema=ema)
+  return Graphs(train=train_graph, eval=eval_graph, opt=opt_graph), _strong_types(state)
+
+
+def step(state: TrainState) -> int:
+  """The number of optimizer updates applied (the step the state is at), on the host."""
+  return int(jax.device_get(state.opt["step"][...]))
+
+
+def eval_model(graphs: Graphs, state: TrainState) -> nnx.Module:
+  """The model in evaluation mode with the EMA parameters when kept, else the trained ones,
+  on one local device (what `fusionjax.fuse` compiles for)."""
+  local = lambda tree: jax.tree.map(lambda x: x.addressable_shards[0].data, tree)  # pylint: disable=unnecessary-lambda-assignment
+  model = nnx.merge(graphs.eval, local(state.model))
+  if state.ema is not None:
+    nnx.update(model, local(state.ema))
+  return model

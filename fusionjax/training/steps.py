@@ -1,0 +1,83 @@
+"""The loss of each model family and the pure, jitted train step.
+
+    train_step = steps.jit_train_step(config, graphs, mesh)
+    state, metrics = train_step(state, a, b)   # a, b: global (batch, H, W, 1) arrays
+"""
+
+import functools
+from collections.abc import Callable
+
+import jax
+import ml_collections
+import optax
+from flax import nnx
+
+from fusionjax import losses
+from fusionjax.models import s4fusion_loss
+from fusionjax.training import optim, sharding
+from fusionjax.training.state import Graphs, TrainState
+
+# (a, b, fused), each (batch, H, W, 1) -> (total, {term: value}), scalars.
+Loss = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
+
+
+def _s4fusion(resnet_weights: str = "", temperature: float = 1.0, **weights: float) -> Loss:
+  """S4Fusion's reconstructed loss; the frozen ImageNet ResNet-50 (perception term and
+  information weights) is read from `resnet_weights` (torchvision layout) when given."""
+  term_weights = s4fusion_loss.LossWeights(**weights)
+  if resnet_weights:
+    return s4fusion_loss.S4FusionLoss.from_resnet_file(
+        resnet_weights, temperature=temperature, weights=term_weights)
+  return s4fusion_loss.S4FusionLoss(temperature=temperature, weights=term_weights)
+
+
+LOSSES: dict[str, Callable[..., Loss]] = {
+    "mambadfuse": lambda **weights: functools.partial(losses.mambadfuse_loss, **weights),
+    "fusionmamba": lambda **weights: functools.partial(losses.fusionmamba_loss, **weights),
+    "s4fusion": _s4fusion,
+}
+
+
+def make_loss(loss_config: ml_collections.ConfigDict) -> Loss:
+  """The loss named by `loss_config.name`, with the section's other fields as its arguments."""
+  arguments = loss_config.to_dict()
+  name = arguments.pop("name")
+  if name not in LOSSES:
+    raise ValueError(f"unknown loss.name {name!r}; known: {sorted(LOSSES)}")
+  return LOSSES[name](**arguments)
+
+
+def train_step(graphs: Graphs, loss_fn: Loss, schedule: optax.Schedule, ema_decay: float,
+               state: TrainState, a: jax.Array, b: jax.Array) -> tuple[TrainState, dict]:
+  """One optimizer update on the batch (a, b), each (batch, H, W, 1) in [0, 1].
+
+  Returns the new state and scalar metrics: "loss", "loss/<term>" (unweighted terms),
+  "grad_norm" (global norm before clipping) and "learning_rate" (of this update).
+  """
+  model = nnx.merge(graphs.train, state.model)
+  optimizer = nnx.merge(graphs.opt, state.opt)
+
+  def objective(model):
+    return loss_fn(a, b, model(a, b))
+
+  (loss, terms), grads = nnx.value_and_grad(objective, has_aux=True)(model)
+  learning_rate = schedule(optimizer.step[...])
+  optimizer.update(model, grads)
+  ema = state.ema
+  if ema is not None:
+    ema = optax.incremental_update(nnx.state(model, nnx.Param), ema, step_size=1 - ema_decay)
+  metrics = {"loss": loss, **{f"loss/{name}": value for name, value in terms.items()},
+             "grad_norm": optax.global_norm(grads), "learning_rate": learning_rate}
+  return TrainState(model=nnx.state(model), opt=nnx.state(optimizer), ema=ema), metrics
+
+
+def jit_train_step(config: ml_collections.ConfigDict, graphs: Graphs, mesh: jax.sharding.Mesh
+                   ) -> Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, dict]]:
+  """`train_step` for `config`, jitted over `mesh`: the state replicated and donated, the
+  batch split over the data axis; XLA inserts the gradient all-reduce."""
+  step = functools.partial(train_step, graphs, make_loss(config.loss),
+                           optim.make_schedule(config.optim, config.train.num_steps),
+                           config.optim.ema_decay)
+  replicated, batch = sharding.replicated(mesh), sharding.batch_sharded(mesh)
+  return jax.jit(step, in_shardings=(replicated, batch, batch),
+                 out_shardings=(replicated, replicated), donate_argnums=0)
