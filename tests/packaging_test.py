@@ -34,3 +34,14 @@ def test_wheel_installs_kernels_under_fusionjax(tmp_path):
   assert "fusionjax/kernels/scan/pallas_gpu.py" in names
   top_level = {n.split("/")[0] for n in names}
   assert {t for t in top_level if not t.endswith(".dist-info")} == {"fusionjax"}
+
+
+def test_checkout_serves_kernels_without_an_installation():
+  """`python run.py` puts the checkout first on sys.path: fusionjax then comes from the checkout,
+  whatever is installed, and fusionjax.kernels must come from the checkout's kernels/ too.
+  (-S: no site-packages, hence no editable-install finder that would map it anyway.)"""
+  origin = subprocess.run(
+      [sys.executable, "-S", "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+       "import importlib.util as u; print(u.find_spec('fusionjax.kernels').origin)", str(REPO)],
+      check=True, capture_output=True, text=True, cwd="/").stdout.strip()
+  assert origin == str(REPO / "kernels" / "__init__.py")
