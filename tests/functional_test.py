@@ -97,3 +97,15 @@ def test_apply_under_jit_and_grad():
   stepped = jax.tree.map(lambda p, g: p - 0.1 * g, params, grads)
   (stepped_value, _), _ = loss_and_grad(stepped, a, b)  # same shapes: no recompilation
   assert float(stepped_value) < float(value)
+
+
+@pytest.mark.parametrize("name", ["mambadfuse_tiny", "fusionmamba_tiny", "s4fusion_tiny"])
+def test_every_model_fuses_through_init_and_apply(name):
+  """init gives an evaluation-mode model (FusionMamba's stochastic depth off): apply is a
+  deterministic function of (params, a, b), at any size."""
+  a, b = jax.random.uniform(jax.random.key(1), (2, 1, 37, 45, 1))
+  fused = jax.jit(models.apply)
+  params = models.init(0, name)
+  first, second = fused(params, a, b), fused(params, a, b)
+  assert first.shape == (1, 37, 45, 1) and bool(jnp.all(jnp.isfinite(first)))
+  np.testing.assert_array_equal(first, second)

@@ -59,9 +59,14 @@ def build(name_or_config, *, rngs: nnx.Rngs) -> nnx.Module:
 
 
 def init(rng, config) -> Params:
-  """Freshly initialised params. rng: a jax PRNG key or an int seed; config: as for `build`."""
-  graphdef, state = nnx.split(build(config, rngs=nnx.Rngs(params=rng)))
-  return Params(graphdef, state)
+  """Freshly initialised params, in evaluation mode (no stochastic depth: `apply` fuses).
+
+  rng: a jax PRNG key or an int seed; it seeds every stream (parameters, and dropout for
+  `params.module().train()`). config: as for `build`.
+  """
+  model = build(config, rngs=nnx.Rngs(rng, params=rng))
+  model.eval()
+  return Params(*nnx.split(model))
 
 
 def apply(params: Params, a: jax.Array, b: jax.Array) -> jax.Array:
