@@ -1,6 +1,5 @@
 """Test-session setup: 8 simulated CPU devices (for sharding tests) and strict rank promotion."""
 
-import os
 from pathlib import Path
 
 import jax

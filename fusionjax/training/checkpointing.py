@@ -117,17 +117,19 @@ class RunCheckpoints:
     self.manager.save(step, args=ocp.args.Composite(**items),
                       metrics=None if metrics is None else dict(metrics))
 
-  def stored_run(self, step: int) -> dict:
-    """The "run" item saved at `step` ({"model": model config, "step": step}); {} if absent."""
-    if "run" not in self.manager.item_metadata(step).keys():
-      return {}
-    return self.manager.restore(step, args=ocp.args.Composite(run=ocp.args.JsonRestore()))["run"]
+  def _stored_model_name(self, step: int, metadata) -> str:
+    """The model name in the "run" item saved at `step` (the JSON item has no metadata of its
+    own, so it is read); "unknown" if absent."""
+    if "run" not in metadata.keys():
+      return "unknown"
+    run = self.manager.restore(step, args=ocp.args.Composite(run=ocp.args.JsonRestore()))["run"]
+    return run.get("model", {}).get("name", "unknown")
 
   def _check_compatible(self, step: int, target: Mapping[str, nnx.State | None]) -> None:
     """Raises CheckpointMismatchError naming what differs between the stored items and the
     arrays `target` expects (parameter names and shapes)."""
     metadata = self.manager.item_metadata(step)
-    stored_model = self.stored_run(step).get("model", {}).get("name", "unknown")
+    stored_model = self._stored_model_name(step, metadata)
     where = f"checkpoint {self.directory / str(step)} (model {stored_model!r})"
     for name, expected in target.items():
       if expected is None:
