@@ -9,10 +9,18 @@ Reading:
   MambaDFuse saves, `{"model": ...}` as S4Fusion saves, `{"state_dict": ...}`) is unwrapped, and a
   "module." prefix (DataParallel) is dropped.
 
+Which model, which config:
+  `detect_model(state_dict)` names the registered model family whose official tensor layout (the
+  names with every number replaced by "#") the state_dict's names fit. `infer_config(state_dict,
+  model_name=None, **overrides)` builds that model's Config from what the tensors determine
+  (widths, depths, state sizes: the module-level `torch_config(state_dict)` of the model's
+  module) plus `overrides` for the rest (e.g. input_fit, scan_impl); an override that contradicts
+  the tensors is refused.
+
 Mapping:
-  `convert(state_dict, model_name, config)` builds the model's parameter tree (abstractly, no
-  compute) and fills every parameter from one state_dict tensor. The model class says where each
-  parameter comes from with a static method
+  `convert(state_dict, model_name=None, config=None, **overrides)` builds the model's parameter
+  tree (abstractly, no compute) and fills every parameter from one state_dict tensor. The model
+  class says where each parameter comes from with a static method
 
       torch_source(path: tuple[str | int, ...]) -> TorchSource | None
 
@@ -21,10 +29,13 @@ Mapping:
   default layout rule (`flax_layout`) does not fit, how to turn it into our array (e.g. slicing a
   merged tensor). None means the parameter has no PyTorch counterpart (a config option that the
   official code lacks), which makes the conversion fail. Missing, unexpected and misshapen tensors
-  are all collected and refused in one `ConversionError` that names each of them.
+  are all collected and refused in one `ConversionError` that counts each kind and names the
+  first few, and says which registered model the tensor names look like.
   A model whose module instead defines `torch_to_params(state_dict, model)` (an in-place loader,
-  as `fusionjax.models.torch_mapping.load_mapped` builds them) is filled by that function on the
-  abstract model; its ValueError becomes a ConversionError.
+  as `fusionjax.models.torch_mapping.load_mapped` builds them) and `torch_names(config)` (every
+  official tensor name) is filled by that function on the abstract model; its ValueError becomes
+  a ConversionError. The model's RNG streams (dropout, stochastic depth) are no weights: they get
+  fixed keys, and the params are in evaluation mode, as `fusionjax.models.init` gives them.
 
 Saving (the command's output format):
   DIR/config.json   {"model": <registered name>, "config": {<Config fields>}}
@@ -32,7 +43,7 @@ Saving (the command's output format):
   `load_params(DIR)` reads it back into params for `fusionjax.models.apply`.
 
 Command:
-  python -m fusionjax.convert --model mambadfuse --input 10000_E.pth --output DIR
+  fusionjax-convert --input 10000_E.pth --output DIR [--model NAME] [--set FIELD=VALUE ...]
 """
 
 import argparse
@@ -40,16 +51,20 @@ import collections
 import dataclasses
 import functools
 import json
+import os
 import pickle
+import re
 import sys
 import zipfile
+from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
+import safetensors
 import safetensors.numpy
 from flax import nnx
 
@@ -58,6 +73,22 @@ ParamPath = tuple[str | int, ...]  # a parameter's path in an nnx.State
 
 class ConversionError(ValueError):
   """A state_dict that does not match the model; the message names every offending tensor."""
+
+
+NAMES_SHOWN = 5  # how many names an error message lists of each kind
+
+
+def name_list(names: Collection) -> str:
+  """The first `NAMES_SHOWN` of `names`, joined, and how many more there are: error messages
+  about a whole checkpoint stay a few lines long."""
+  names = [str(name) for name in names]
+  shown = ", ".join(names[:NAMES_SHOWN])
+  return shown + (f", ... (+{len(names) - NAMES_SHOWN} more)" if len(names) > NAMES_SHOWN else "")
+
+
+def counted(title: str, names: Collection) -> str:
+  """"<count> <title>: <first names>"."""
+  return f"{len(names)} {title}: {name_list(names)}"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -182,8 +213,15 @@ def load_state_dict(path) -> dict[str, np.ndarray]:
   (DataParallel) removed.
   """
   path = Path(path)
+  if not path.exists():
+    raise FileNotFoundError(f"{path}: file does not exist")
+  if path.is_dir():
+    raise IsADirectoryError(f"{path}: is a directory, not a checkpoint file")
   if path.suffix == ".safetensors":
-    state_dict = safetensors.numpy.load_file(path)
+    try:
+      state_dict = safetensors.numpy.load_file(path)
+    except safetensors.SafetensorError as error:
+      raise ValueError(f"{path}: not a readable safetensors file ({error})") from None
   elif zipfile.is_zipfile(path):
     state_dict = _unwrap_state_dict(_load_torch_zip(path), str(path))
   else:
@@ -229,27 +267,58 @@ def torch_name(path: ParamPath) -> str:
   return ".".join([*modules, {"kernel": "weight", "scale": "weight"}.get(leaf, leaf)])
 
 
+def _registry():
+  # Importing the package registers every model; imported late, as the model files import us.
+  from fusionjax.models import registry  # pylint: disable=g-import-not-at-top
+  return registry
+
+
 def _model_class_and_config(model_name: str, config):
   """(model class, config) of a registered model; config None gives its registered defaults."""
-  # Importing the package registers every model; imported here, as the model files import us.
-  from fusionjax.models import registry  # pylint: disable=g-import-not-at-top
-  config_cls, model_cls = registry.lookup(model_name)
-  config = registry.make_config(model_name) if config is None else config
+  config_cls, model_cls = _registry().lookup(model_name)
+  config = _registry().make_config(model_name) if config is None else config
   if not isinstance(config, config_cls):
     raise TypeError(f"config for {model_name!r} must be a {config_cls.__qualname__}, "
                     f"got {type(config).__qualname__}")
   return model_cls, config
 
 
+def _model_module(model_name: str):
+  """The module defining the registered model (its torch_config, torch_to_params, ...)."""
+  return sys.modules[_registry().lookup(model_name)[1].__module__]
+
+
+def _evaluation_model(model_cls, config):
+  model = model_cls(config, rngs=nnx.Rngs(0))
+  model.eval()
+  return model
+
+
+def seed_rng_state(flat_state, seed: int = 0):
+  """`flat_state` with its RNG variables (dropout, stochastic depth) given real values: a distinct
+  key per stream from `seed`, counts at 0. They are no weights: fixed, so conversion is
+  deterministic; unused in evaluation mode; distinct streams if the model is trained further."""
+  key_paths = [path for path, var in flat_state if isinstance(var, nnx.RngKey)]
+  keys = dict(zip(key_paths, jax.random.split(jax.random.key(seed), max(len(key_paths), 1))))
+  return [(path, var.replace(keys[path]) if isinstance(var, nnx.RngKey)
+           else var.replace(jnp.zeros(var.shape, var.dtype)) if isinstance(var, nnx.RngState)
+           else var) for path, var in flat_state]
+
+
 @functools.lru_cache(maxsize=8)
 def _abstract_split(model_cls, config):
-  """(graphdef, flat abstract state) of the model, without allocating or computing anything.
+  """(graphdef, flat state) of the model in evaluation mode, without allocating its weights:
+  the weights are abstract (ShapeDtypeStruct), the RNG streams seeded (`seed_rng_state`).
 
   Cached: tracing a model's initialisation takes seconds, and configs are frozen dataclasses.
   """
-  model = nnx.eval_shape(lambda: model_cls(config, rngs=nnx.Rngs(0)))
-  graphdef, state = nnx.split(model)
-  return graphdef, nnx.to_flat_state(state)
+  graphdef, state = nnx.split(nnx.eval_shape(lambda: _evaluation_model(model_cls, config)))
+  return graphdef, seed_rng_state(nnx.to_flat_state(state))
+
+
+def _weights(flat_state):
+  """The entries of a flat state that conversion fills: all but the RNG streams."""
+  return [(path, var) for path, var in flat_state if not isinstance(var, nnx.RngState)]
 
 
 def _params_class():
@@ -258,56 +327,159 @@ def _params_class():
 
 
 def _filled_params(graphdef, flat_state, arrays: dict[ParamPath, np.ndarray]):
-  """Params of `graphdef` whose variables at each path of `flat_state` hold `arrays[path]`."""
+  """Params of `graphdef` whose weights at each path of `flat_state` hold `arrays[path]`."""
   state = nnx.from_flat_state(
-      [(path, var.replace(jnp.asarray(arrays[path], var.dtype))) for path, var in flat_state])
+      [(path, var if isinstance(var, nnx.RngState)
+        else var.replace(jnp.asarray(arrays[path], var.dtype))) for path, var in flat_state])
   return _params_class()(graphdef, state)
 
 
-def convert(state_dict: dict[str, Any], model_name: str, config=None):
-  """Maps a PyTorch state_dict of the official code onto our params.
+# ----------------------------------------------------------------------------------------------
+# Recognising a checkpoint's model and config.
+
+
+def _layout_key(name: str) -> str:
+  """A tensor name with every number replaced by "#": layers.3.blocks.0.op.Ds ->
+  layers.#.blocks.#.op.Ds, M3_block5.norm1 -> M#_block#.norm#."""
+  return re.sub(r"\d+", "#", name)
+
+
+def official_tensor_names(model_name: str, config=None) -> set[str]:
+  """Every tensor name of the official state_dict of `model_name` built with `config`."""
+  model_cls, config = _model_class_and_config(model_name, config)
+  if hasattr(model_cls, "torch_source"):
+    _, flat_state = _abstract_split(model_cls, config)
+    return {source.name for path, _ in _weights(flat_state)
+            if (source := model_cls.torch_source(path)) is not None}
+  return set(_model_module(model_name).torch_names(config))
+
+
+@functools.lru_cache(maxsize=None)
+def _family_layout(family: str) -> frozenset[str]:
+  return frozenset(map(_layout_key, official_tensor_names(family)))
+
+
+def _resemblance(state_dict) -> list[tuple[int, str]]:
+  """(how many of the state_dict's names fit the family's layout, family), best first."""
+  keys = [_layout_key(name) for name in state_dict]
+  return sorted(((sum(key in _family_layout(family) for key in keys), family)
+                 for family in _registry().families()), key=lambda fit: -fit[0])
+
+
+def _fits(fit: int, total: int) -> bool:
+  return 2 * fit > total
+
+
+def _layout_summary(state_dict) -> str:
+  """One sentence: which registered model the state_dict's tensor names look like, if any."""
+  (fit, family), total = _resemblance(state_dict)[0], len(state_dict)
+  if _fits(fit, total):
+    return f"its {total} tensor names look like {family!r} ({fit} of {total} fit its layout)"
+  return (f"its {total} tensor names ({name_list(sorted(state_dict))}) fit no registered "
+          f"model (closest: {family!r}, {fit} of {total}); models: {_registry().families()}")
+
+
+def detect_model(state_dict) -> str:
+  """The registered model family whose official tensor names most of the state_dict's fit."""
+  if not state_dict:
+    raise ConversionError("the checkpoint holds no tensors")
+  fit, family = _resemblance(state_dict)[0]
+  if not _fits(fit, len(state_dict)):
+    raise ConversionError(f"unrecognised checkpoint: {_layout_summary(state_dict)}")
+  return family
+
+
+def infer_config(state_dict, model_name: str | None = None, **overrides):
+  """(model name, Config) for an official state_dict.
+
+  The model is `model_name` (any registered variant, which must be of the family the tensor
+  names show) or else `detect_model`'s family. The Config holds what the tensors determine
+  (widths, depths, state sizes, ...), `overrides` for the rest, and that variant's defaults
+  otherwise. An override contradicting the tensors, or naming no Config field, is refused.
+  """
+  registry = _registry()
+  family = detect_model(state_dict)
+  if model_name is not None and registry.family_of(model_name) != family:
+    raise ConversionError(f"the checkpoint is not a {model_name!r} one: "
+                          f"{_layout_summary(state_dict)}")
+  model_name = model_name or family
+  determined = _model_module(model_name).torch_config(state_dict)
+  inferred = registry.make_config(model_name, **determined)
+  config = registry.with_fields(inferred, model_name, **overrides)
+  contradicted = [f"{field}={getattr(config, field)!r} (the tensors say "
+                  f"{getattr(inferred, field)!r})"
+                  for field in sorted(set(overrides) & set(determined))
+                  if getattr(config, field) != getattr(inferred, field)]
+  if contradicted:
+    raise ConversionError(f"overrides contradict the checkpoint: {', '.join(contradicted)}")
+  return model_name, config
+
+
+# ----------------------------------------------------------------------------------------------
+# Mapping a state_dict onto a model's parameters.
+
+
+def convert(state_dict: dict[str, Any], model_name: str | None = None, config=None,
+            **overrides):
+  """Maps a PyTorch state_dict of the official code onto our params (in evaluation mode).
 
   Uses the model class's `torch_source` name map; a model whose module instead defines
   `torch_to_params(state_dict, model)` (an in-place loader) is filled by that function.
 
   Args:
     state_dict: tensor name -> array (e.g. from `load_state_dict`).
-    model_name: a registered model name, e.g. "mambadfuse".
-    config: that model's Config dataclass; None for the registered defaults.
+    model_name: a registered model name, e.g. "mambadfuse"; None: the one the names show.
+    config: that model's Config dataclass; None: `infer_config` (from the tensors).
+    **overrides: Config fields to set (on `config`, or on the inferred config).
 
   Returns:
     Params for `fusionjax.models.apply`.
 
   Raises:
-    ConversionError naming every missing, unexpected and misshapen tensor.
+    ConversionError counting every missing, unexpected and misshapen tensor (naming the first
+    few of each) and saying which registered model the tensor names look like.
   """
+  if config is None:
+    model_name, config = infer_config(state_dict, model_name, **overrides)
+  else:
+    model_name = model_name or detect_model(state_dict)
   model_cls, config = _model_class_and_config(model_name, config)
-  if hasattr(model_cls, "torch_source"):
-    return _convert_by_sources(state_dict, model_name, model_cls, config)
-  loader = getattr(sys.modules[model_cls.__module__], "torch_to_params", None)
+  config = _registry().with_fields(config, model_name, **overrides)
+  try:
+    if hasattr(model_cls, "torch_source"):
+      return _convert_by_sources(state_dict, model_cls, config)
+    return _convert_by_loader(state_dict, model_name, model_cls, config)
+  except ConversionError as error:
+    raise ConversionError(f"state_dict does not match {model_name!r}: {error}; "
+                          f"{_layout_summary(state_dict)}") from None
+
+
+def _convert_by_loader(state_dict, model_name: str, model_cls, config):
+  """`convert` through the module's in-place `torch_to_params`."""
+  loader = getattr(_model_module(model_name), "torch_to_params", None)
   if loader is None:
-    raise ConversionError(f"model {model_name!r} defines no PyTorch name map (a torch_source "
-                          "method, or torch_to_params in its module)")
+    raise ConversionError("the model defines no PyTorch name map (a torch_source method, or "
+                          "torch_to_params in its module)")
   graphdef, flat_state = _abstract_split(model_cls, config)
   model = nnx.merge(graphdef, nnx.from_flat_state(flat_state))
   try:
     loader(state_dict, model)
   except ValueError as error:
-    raise ConversionError(f"state_dict does not match {model_name!r}: {error}") from error
+    raise ConversionError(str(error)) from error
   graphdef, state = nnx.split(model)
   unfilled = [".".join(map(str, path)) for path, var in nnx.to_flat_state(state)
               if isinstance(var.get_value(), jax.ShapeDtypeStruct)]
   if unfilled:
-    raise ConversionError(f"{model_name!r}: torch_to_params left variables unfilled: {unfilled}")
+    raise ConversionError(counted("variables torch_to_params left unfilled", unfilled))
   return _params_class()(graphdef, state)
 
 
-def _convert_by_sources(state_dict, model_name: str, model_cls, config):
+def _convert_by_sources(state_dict, model_cls, config):
   """`convert` through `model_cls.torch_source`, collecting every problem before failing."""
   graphdef, flat_state = _abstract_split(model_cls, config)
   arrays, used = {}, {}
   missing, misshapen, unmapped = [], [], []
-  for path, var in flat_state:
+  for path, var in _weights(flat_state):
     source = model_cls.torch_source(path)
     ours = ".".join(map(str, path))
     if source is None:
@@ -329,13 +501,12 @@ def _convert_by_sources(state_dict, model_name: str, model_cls, config):
       continue
     arrays[path] = value
   unexpected = sorted(set(state_dict) - set(used))
-  problems = [(title, items) for title, items in (
+  problems = [counted(title, items) for title, items in (
       ("missing tensors", missing), ("unexpected tensors", unexpected),
       ("misshapen tensors", misshapen), ("parameters the official code lacks", unmapped))
               if items]
   if problems:
-    raise ConversionError(f"state_dict does not match {model_name!r}: " + "; ".join(
-        f"{len(items)} {title}: " + ", ".join(items) for title, items in problems))
+    raise ConversionError("; ".join(problems))
   return _filled_params(graphdef, flat_state, arrays)
 
 
@@ -346,50 +517,136 @@ CONFIG_FILE = "config.json"
 PARAMS_FILE = "params.safetensors"
 
 
-def save_params(params, directory, model_name: str, config) -> None:
+def save_params(params, directory, model_name: str, config, *, overwrite: bool = False) -> None:
   """Writes `params` of model `model_name` built with `config` to DIR/config.json and
-  DIR/params.safetensors (see the module docstring)."""
+  DIR/params.safetensors (see the module docstring); the RNG streams are not saved.
+
+  Refuses to replace existing files unless `overwrite`; each file is written under a temporary
+  name and then renamed, so an interrupted run leaves no half-written file.
+  """
   directory = Path(directory)
+  targets = [directory / PARAMS_FILE, directory / CONFIG_FILE]
+  existing = [str(path) for path in targets if path.exists()]
+  if existing and not overwrite:
+    raise FileExistsError(f"{', '.join(existing)} already exist; pass overwrite=True "
+                          "(--overwrite) to replace them")
   directory.mkdir(parents=True, exist_ok=True)
   tensors = {".".join(map(str, path)): np.ascontiguousarray(var.get_value())
-             for path, var in nnx.to_flat_state(params.state)}
-  safetensors.numpy.save_file(tensors, directory / PARAMS_FILE)
-  (directory / CONFIG_FILE).write_text(json.dumps(
+             for path, var in _weights(nnx.to_flat_state(params.state))}
+  safetensors.numpy.save_file(tensors, directory / (PARAMS_FILE + ".partial"))
+  (directory / (CONFIG_FILE + ".partial")).write_text(json.dumps(
       {"model": model_name, "config": dataclasses.asdict(config)}, indent=1) + "\n")
+  for target in targets:
+    os.replace(target.with_name(target.name + ".partial"), target)
+
+
+def _saved_model_and_config(directory: Path) -> tuple[str, dict[str, Any]]:
+  """(model name, config fields) of DIR/config.json, checked for its form."""
+  path = directory / CONFIG_FILE
+  if not path.is_file():
+    raise FileNotFoundError(f"{path} does not exist: {directory} holds no converted params "
+                            "(fusionjax-convert writes them)")
+  try:
+    saved = json.loads(path.read_text())
+  except json.JSONDecodeError as error:
+    raise ValueError(f"{path}: not valid JSON ({error})") from None
+  if not (isinstance(saved, dict) and isinstance(saved.get("model"), str)
+          and isinstance(saved.get("config"), dict)):
+    raise ValueError(f'{path}: expected {{"model": <name>, "config": {{...}}}}')
+  return saved["model"], saved["config"]
 
 
 def load_params(directory, **overrides):
   """Params saved by `save_params`; `overrides` replace config fields (e.g. scan_impl)."""
-  from fusionjax.models import registry  # pylint: disable=g-import-not-at-top
   directory = Path(directory)
-  saved = json.loads((directory / CONFIG_FILE).read_text())
-  config = registry.make_config(saved["model"], **{**saved["config"], **overrides})
-  model_cls, config = _model_class_and_config(saved["model"], config)
+  model_name, fields = _saved_model_and_config(directory)
+  config = _registry().make_config(model_name, **{**fields, **overrides})
+  model_cls, config = _model_class_and_config(model_name, config)
   graphdef, flat_state = _abstract_split(model_cls, config)
+  if not (directory / PARAMS_FILE).is_file():
+    raise FileNotFoundError(f"{directory / PARAMS_FILE} does not exist")
   tensors = safetensors.numpy.load_file(directory / PARAMS_FILE)
-  expected = {".".join(map(str, path)): (path, tuple(var.shape)) for path, var in flat_state}
-  bad = sorted(set(expected) ^ set(tensors)) + sorted(
-      name for name in set(expected) & set(tensors) if tensors[name].shape != expected[name][1])
-  if bad:
-    raise ConversionError(f"{directory / PARAMS_FILE} does not match its config: {bad}")
+  expected = {".".join(map(str, path)): (path, tuple(var.shape))
+              for path, var in _weights(flat_state)}
+  problems = [counted(title, names) for title, names in (
+      ("missing", sorted(set(expected) - set(tensors))),
+      ("unexpected", sorted(set(tensors) - set(expected))),
+      ("misshapen", sorted(name for name in set(expected) & set(tensors)
+                           if tensors[name].shape != expected[name][1]))) if names]
+  if problems:
+    raise ConversionError(f"{directory / PARAMS_FILE} does not match its config: "
+                          + "; ".join(problems))
   return _filled_params(graphdef, flat_state,
                         {path: tensors[name] for name, (path, _) in expected.items()})
 
 
+# ----------------------------------------------------------------------------------------------
+# Command line.
+
+PROG = "fusionjax-convert"
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+  """Reports a command-line error in one line, "fusionjax-convert: error: ...", exit code 2."""
+
+  def error(self, message):
+    self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _argument_parser() -> argparse.ArgumentParser:
+  models = _registry().names()
+  parser = _ArgumentParser(
+      prog=PROG,
+      description="Convert an official PyTorch checkpoint (.pth/.pkl/.safetensors) into "
+                  "fusionjax params (DIR/config.json + DIR/params.safetensors). The model and "
+                  "its widths and depths are read off the tensor names and shapes.")
+  parser.add_argument("--input", required=True, type=Path, metavar="FILE",
+                      help="checkpoint file")
+  parser.add_argument("--output", required=True, type=Path, metavar="DIR",
+                      help="output directory")
+  parser.add_argument("--model", choices=models, metavar="NAME",
+                      help=f"registered model: {', '.join(models)}; default: the family the "
+                           "tensor names show (a variant picks the defaults of the fields the "
+                           "checkpoint does not determine)")
+  parser.add_argument("--set", action="append", default=[], dest="fields", metavar="FIELD=VALUE",
+                      help="a Config field the checkpoint does not determine, e.g. "
+                           "input_fit=pad or scan_impl=chunked (tuples as 2,2,1,2); repeatable")
+  parser.add_argument("--overwrite", action="store_true",
+                      help="replace params already in DIR")
+  return parser
+
+
+def _parsed_fields(model_name: str, assignments: list[str]) -> dict[str, Any]:
+  """{field: value} of --set FIELD=VALUE flags, parsed by the model's Config field types."""
+  fields = {}
+  for assignment in assignments:
+    field, equals, text = assignment.partition("=")
+    if not equals:
+      raise ValueError(f"--set {assignment}: expected FIELD=VALUE")
+    fields[field.strip()] = _registry().parse_field(model_name, field.strip(), text)
+  return fields
+
+
+def _run(args) -> str:
+  """Converts as `args` say; returns what was written."""
+  state_dict = load_state_dict(args.input)
+  model_name = args.model or detect_model(state_dict)
+  model_name, config = infer_config(state_dict, model_name,
+                                    **_parsed_fields(model_name, args.fields))
+  save_params(convert(state_dict, model_name, config), args.output, model_name, config,
+              overwrite=args.overwrite)
+  return (f"wrote {args.output / PARAMS_FILE} and {args.output / CONFIG_FILE}: {model_name}, "
+          f"{config}")
+
+
 def main(argv=None) -> None:
   """Command line: convert a PyTorch checkpoint into a params directory."""
-  parser = argparse.ArgumentParser(
-      prog="python -m fusionjax.convert",
-      description="Convert an official PyTorch checkpoint (.pth/.pkl/.safetensors) into "
-                  "fusionjax params (DIR/config.json + DIR/params.safetensors).")
-  parser.add_argument("--model", required=True, help="registered model name, e.g. mambadfuse")
-  parser.add_argument("--input", required=True, type=Path, help="checkpoint file")
-  parser.add_argument("--output", required=True, type=Path, help="output directory")
+  parser = _argument_parser()
   args = parser.parse_args(argv)
-  _, config = _model_class_and_config(args.model, None)
-  params = convert(load_state_dict(args.input), args.model, config)
-  save_params(params, args.output, args.model, config)
-  print(f"wrote {args.output / PARAMS_FILE} and {args.output / CONFIG_FILE}")
+  try:
+    print(_run(args))
+  except (OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
+    parser.error(str(error))
 
 
 if __name__ == "__main__":

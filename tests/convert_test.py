@@ -16,8 +16,10 @@ It covers shared storages (a transposed view, a row slice with a storage offset)
 and every dtype family.
 """
 
+import json
 import os
 import pickle
+import re
 import sys
 import zipfile
 from pathlib import Path
@@ -29,14 +31,17 @@ import pytest
 import safetensors.numpy
 from flax import nnx
 
-from fusionjax import convert, models
-from fusionjax.models import mambadfuse
+from fusionjax import convert, fuse, models
+from fusionjax.models import fusionmamba, mambadfuse, registry, s4fusion
+from model_testing import CHEAP_COMPILE, build
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "convert_torch_checkpoint.pth"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-WEIGHTS = SHARED / "weights" / "mambadfuse" / "random_init_seed0.safetensors"
-needs_shared = pytest.mark.skipif(not WEIGHTS.is_file(),
-                                  reason=f"seeded MambaDFuse weights not found at {WEIGHTS}")
+OFFICIAL = {name: SHARED / "weights" / name / "random_init_seed0.safetensors"
+            for name in ("fusionmamba", "mambadfuse", "s4fusion")}
+WEIGHTS = OFFICIAL["mambadfuse"]
+needs_shared = pytest.mark.skipif(not all(path.is_file() for path in OFFICIAL.values()),
+                                  reason=f"seeded official weights not found under {SHARED}")
 
 
 def test_reads_torch_checkpoint_without_torch():
@@ -143,7 +148,7 @@ def test_convert_names_every_bad_tensor(official_state_dict):
   sd["conv_last1.weight"] = sd["conv_last1.weight"][:, :5]
   sd["feature_re.0.encoder.x_proj.weight"] = sd["feature_re.0.encoder.x_proj.weight"].T
   with pytest.raises(convert.ConversionError) as error:
-    convert.convert(sd, "mambadfuse")
+    convert.convert(sd, "mambadfuse", mambadfuse.Config())  # inference would see 6 M3 blocks
   message = str(error.value)
   assert "1 missing tensors: M3_block3.multi_modal_mamba_block.D_c" in message
   assert "1 unexpected tensors: M3_block6.norm1.body.weight" in message
@@ -162,7 +167,7 @@ def test_convert_refuses_parameters_the_official_code_lacks(official_state_dict)
 
 def test_save_and_load_params_round_trip(tmp_path):
   config = mambadfuse.TinyConfig()
-  params = models.init(0, config)
+  params = models.Params(*nnx.split(build(mambadfuse.MambaDFuse, config)))
   convert.save_params(params, tmp_path, "mambadfuse_tiny", config)
   loaded = convert.load_params(tmp_path)
   assert jax.tree.structure(loaded) == jax.tree.structure(params)
@@ -177,10 +182,184 @@ def test_save_and_load_params_round_trip(tmp_path):
     convert.load_params(tmp_path)
 
 
+  with pytest.raises(FileExistsError, match="already exist.*--overwrite"):
+    convert.save_params(params, tmp_path, "mambadfuse_tiny", config)
+  convert.save_params(params, tmp_path, "mambadfuse_tiny", config, overwrite=True)
+  np.testing.assert_array_equal(convert.load_params(tmp_path).state["conv_last3"]["bias"][...],
+                                params.state["conv_last3"]["bias"][...])
+
+
+def test_load_params_names_a_missing_or_malformed_directory(tmp_path):
+  with pytest.raises(FileNotFoundError, match="config.json does not exist"):
+    convert.load_params(tmp_path / "nowhere")
+  (tmp_path / convert.CONFIG_FILE).write_text('{"model": "mambadfuse"}')
+  with pytest.raises(ValueError, match=r'expected \{"model": <name>, "config"'):
+    convert.load_params(tmp_path)
+
+
+# ----------------------------------------------------------------------------------------------
+# The command, for every model: convert, load, apply.
+
+# Overrides of fields the checkpoint does not determine: the fastest CPU scan, and FusionMamba's
+# native-resolution mode (a small pair instead of its 256 x 256 resize).
+ROUND_TRIP_FIELDS = {"mambadfuse": {"scan_impl": "reference"},
+                     "s4fusion": {"scan_impl": "reference"},
+                     "fusionmamba": {"scan_impl": "reference", "input_fit": "pad"}}
+_apply = jax.jit(models.apply, compiler_options=CHEAP_COMPILE)
+
+
+def _numbers(leaf):
+  """A params leaf as numbers: RNG keys (dropout streams) as their key data."""
+  return jax.random.key_data(leaf) if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key) \
+      else leaf
+
+
 @needs_shared
-def test_command_writes_loadable_params(tmp_path, official_state_dict):
-  convert.main(["--model", "mambadfuse", "--input", str(WEIGHTS), "--output", str(tmp_path)])
+@pytest.mark.parametrize("model_name", sorted(OFFICIAL))
+def test_command_round_trips_every_model(tmp_path, model_name):
+  """fusionjax-convert (model and config inferred, --set for the rest), then load_params: the
+  same params as converting directly, in evaluation mode, fusing through models.apply and
+  fuse.model_fuser."""
+  fields = ROUND_TRIP_FIELDS[model_name]
+  flags = [arg for field, value in fields.items() for arg in ("--set", f"{field}={value}")]
+  convert.main(["--input", str(OFFICIAL[model_name]), "--output", str(tmp_path), *flags])
   loaded = convert.load_params(tmp_path)
-  expected = convert.convert(official_state_dict, "mambadfuse")
-  for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(expected)):
-    np.testing.assert_array_equal(a, b)
+  direct = convert.convert(convert.load_state_dict(OFFICIAL[model_name]), **fields)
+  assert json.loads((tmp_path / convert.CONFIG_FILE).read_text())["model"] == model_name
+  assert loaded.graphdef == direct.graphdef
+  for ours, theirs in zip(jax.tree.leaves(loaded), jax.tree.leaves(direct), strict=True):
+    np.testing.assert_array_equal(_numbers(ours), _numbers(theirs))
+  dropouts = [m for _, m in nnx.iter_graph(loaded.module()) if isinstance(m, nnx.Dropout)]
+  assert all(dropout.deterministic for dropout in dropouts)
+  a, b = jax.random.uniform(jax.random.key(7), (2, 1, 32, 32, 1))
+  fused = np.asarray(_apply(loaded, a, b))
+  assert fused.shape == (1, 32, 32, 1) and np.all(np.isfinite(fused))
+  np.testing.assert_array_equal(fused, _apply(direct, a, b))
+  fuser = fuse.model_fuser(loaded)
+  np.testing.assert_array_equal(fused, _apply(fuser.params, a, b))
+
+
+@needs_shared
+def test_infers_the_config_from_tensor_names_and_shapes(official_state_dict):
+  assert convert.infer_config(official_state_dict) == ("mambadfuse", mambadfuse.Config())
+  fewer = {name: value for name, value in official_state_dict.items()
+           if not name.startswith(("feature_re.7.", "M3_block5."))}
+  assert convert.infer_config(fewer) == (
+      "mambadfuse", mambadfuse.Config(num_reconstruction_blocks=7, num_m3_blocks=4))
+  name, tiny = convert.infer_config(fewer, "mambadfuse_tiny", scan_impl="chunked")
+  assert (name, type(tiny), tiny.embed_dim, tiny.num_m3_blocks, tiny.scan_impl) == (
+      "mambadfuse_tiny", mambadfuse.TinyConfig, 60, 4, "chunked")
+  s4 = convert.load_state_dict(OFFICIAL["s4fusion"])
+  assert convert.infer_config(s4) == ("s4fusion", s4fusion.Config())
+  two_blocks = {name: value for name, value in s4.items() if ".layers.2." not in name}
+  assert convert.infer_config(two_blocks)[1] == s4fusion.Config(fusion_blocks=2)
+  assert convert.infer_config(convert.load_state_dict(OFFICIAL["fusionmamba"]))[1] == \
+      fusionmamba.Config(embed_dim=24, depths=(2, 2, 1, 2), decoder_depths=(2, 1, 2, 2))
+
+
+def test_config_fields_from_json_and_command_line_text():
+  config = registry.make_config("s4fusion", depths=[1, 1, 1], decoder_depths=[1, 1, 1])
+  assert config.depths == (1, 1, 1) and hash(config)
+  assert registry.parse_field("fusionmamba", "depths", "2,2,1,2") == (2, 2, 1, 2)
+  assert registry.parse_field("fusionmamba", "depths", "[2, 2]") == (2, 2)
+  assert registry.parse_field("fusionmamba", "mlp_ratio", "2") == 2.0
+  assert registry.parse_field("fusionmamba", "second_gate_from_first", "false") is False
+  assert registry.parse_field("mambadfuse", "dt_rank", "none") is None
+  assert registry.parse_field("mambadfuse", "dt_rank", "3") == 3
+  with pytest.raises(ValueError, match="input_fit=crop: 'crop' is not one of"):
+    registry.parse_field("fusionmamba", "input_fit", "crop")
+  with pytest.raises(ValueError, match="'x' is not of type int"):
+    registry.parse_field("fusionmamba", "depths", "2,x")
+  with pytest.raises(ValueError, match=r"unknown config fields .*\['embed_dims'\]; known: "
+                     r"\['d_state', 'decoder_depths'"):
+    registry.parse_field("fusionmamba", "embed_dims", "24")
+
+
+# ----------------------------------------------------------------------------------------------
+# Errors: one line on the command line, the same message from Python.
+
+
+def _command_error(capsys, *argv) -> str:
+  with pytest.raises(SystemExit) as exit_info:
+    convert.main([str(arg) for arg in argv])
+  assert exit_info.value.code == 2
+  error = capsys.readouterr().err
+  assert error.startswith("fusionjax-convert: error: ") and error.count("\n") == 1, error
+  return error
+
+
+def test_missing_input_says_the_file_does_not_exist(tmp_path, capsys):
+  missing = tmp_path / "10000_E.pth"
+  with pytest.raises(FileNotFoundError, match="10000_E.pth: file does not exist"):
+    convert.load_state_dict(missing)
+  assert "10000_E.pth: file does not exist" in _command_error(
+      capsys, "--input", missing, "--output", tmp_path / "out")
+  assert not (tmp_path / "out").exists()
+
+
+def test_unrecognisable_checkpoint_gets_a_short_summary(tmp_path, capsys):
+  path = tmp_path / "other.safetensors"
+  safetensors.numpy.save_file({f"encoder.{i}.weight": np.ones(2, np.float32)
+                               for i in range(3000)}, path)
+  message = ("unrecognised checkpoint: its 3000 tensor names (encoder.0.weight, "
+             "encoder.1.weight, encoder.10.weight, encoder.100.weight, encoder.1000.weight, ... "
+             "(+2995 more)) fit no registered model")
+  with pytest.raises(convert.ConversionError, match=re.escape(message)):
+    convert.convert(convert.load_state_dict(path))
+  error = _command_error(capsys, "--input", path, "--output", tmp_path / "out")
+  assert message in error and len(error) < 400
+
+
+@needs_shared
+def test_another_models_checkpoint_gets_a_short_summary(tmp_path, capsys):
+  fusionmamba_path = OFFICIAL["fusionmamba"]
+  error = _command_error(capsys, "--model", "mambadfuse", "--input", fusionmamba_path,
+                         "--output", tmp_path)
+  assert "not a 'mambadfuse' one: its 559 tensor names look like 'fusionmamba' (559 of 559" in error
+  # The Python API with a config: every kind of problem counted, the first few named.
+  with pytest.raises(convert.ConversionError) as by_sources:
+    convert.convert(convert.load_state_dict(fusionmamba_path), "mambadfuse", mambadfuse.Config())
+  with pytest.raises(convert.ConversionError) as by_loader:
+    convert.convert(convert.load_state_dict(WEIGHTS), "s4fusion", s4fusion.Config())
+  for error, theirs, ours in ((by_sources, "fusionmamba", "mambadfuse"),
+                              (by_loader, "mambadfuse", "s4fusion")):
+    message = str(error.value)
+    assert message.startswith(f"state_dict does not match {ours!r}: ")
+    assert re.search(r"\d+ [^;]*missing[^;]*: [^;]*, \.\.\. \(\+\d+ more\)", message)
+    assert f"look like {theirs!r}" in message and len(message) < 2000, message
+
+
+@needs_shared
+def test_overrides_are_checked(tmp_path, capsys, official_state_dict):
+  error = _command_error(capsys, "--input", WEIGHTS, "--output", tmp_path, "--set", "embed_dims=3")
+  assert "unknown config fields for model 'mambadfuse': ['embed_dims']; known: [" in error
+  with pytest.raises(ValueError, match=r"unknown config fields .*\['embed_dims'\]"):
+    convert.convert(official_state_dict, embed_dims=3)
+  assert "overrides contradict the checkpoint: embed_dim=32 (the tensors say 60)" in \
+      _command_error(capsys, "--input", WEIGHTS, "--output", tmp_path, "--set", "embed_dim=32")
+  assert "num_m3_blocks=many: 'many' is not of type int" in _command_error(
+      capsys, "--input", WEIGHTS, "--output", tmp_path, "--set", "num_m3_blocks=many")
+  assert "--set scan_impl: expected FIELD=VALUE" in _command_error(
+      capsys, "--input", WEIGHTS, "--output", tmp_path, "--set", "scan_impl")
+  assert not list(tmp_path.iterdir())
+
+
+@needs_shared
+def test_command_keeps_existing_params(tmp_path, capsys):
+  (tmp_path / convert.CONFIG_FILE).write_text("keep")
+  error = _command_error(capsys, "--input", WEIGHTS, "--output", tmp_path)
+  assert "config.json already exist; pass overwrite=True (--overwrite)" in error
+  assert (tmp_path / convert.CONFIG_FILE).read_text() == "keep"
+  assert not (tmp_path / convert.PARAMS_FILE).exists()
+
+
+def test_help_lists_the_models_and_usage_errors_are_one_line(capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    convert.main(["--help"])
+  assert exit_info.value.code == 0
+  help_text = " ".join(capsys.readouterr().out.split())
+  for name in models.names():
+    assert name in help_text
+  assert "invalid choice: 'mambadfus'" in _command_error(
+      capsys, "--model", "mambadfus", "--input", "x.pth", "--output", "out")
+  assert "required: --output" in _command_error(capsys, "--input", "x.pth")

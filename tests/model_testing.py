@@ -17,6 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from fusionjax import convert
+
 
 def _fan_in(shape) -> int:
   if len(shape) == 4:  # conv HWIO
@@ -46,14 +48,9 @@ def _init_like(name: str, shape, rng: np.random.Generator) -> np.ndarray:
 
 def _materialise_rng_state(model: nnx.Module, seed: int) -> None:
   """Gives the (dropout) RNG streams of an abstract model real keys, one per stream."""
-  flat = list(nnx.to_flat_state(nnx.state(model, nnx.RngState)))
-  key_paths = [path for path, var in flat if isinstance(var, nnx.RngKey)]
-  keys = jax.random.split(jax.random.key(seed), max(len(key_paths), 1))
-  values = {path: type(var)(keys[key_paths.index(path)] if isinstance(var, nnx.RngKey)
-                            else jnp.zeros(var.shape, var.dtype), tag=var.tag)
-            for path, var in flat}
-  if values:
-    nnx.update(model, nnx.from_flat_state(values))
+  flat = nnx.to_flat_state(nnx.state(model, nnx.RngState))
+  if flat:
+    nnx.update(model, nnx.from_flat_state(convert.seed_rng_state(flat, seed)))
 
 
 def fill_random(model: nnx.Module, seed: int) -> nnx.Module:
@@ -78,7 +75,7 @@ def param_count(model: nnx.Module) -> int:
   return sum(int(np.prod(var.shape)) for _, var in nnx.to_flat_state(nnx.state(model, nnx.Param)))
 
 
-_CHEAP_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+CHEAP_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
 def fast_jit(fn):
@@ -88,7 +85,7 @@ def fast_jit(fn):
   `nnx.jit` where that matters.
   """
 
-  @functools.partial(jax.jit, static_argnums=0, compiler_options=_CHEAP_COMPILE)
+  @functools.partial(jax.jit, static_argnums=0, compiler_options=CHEAP_COMPILE)
   def run(graphdef, state, *args):
     return fn(nnx.merge(graphdef, state), *args)
 

@@ -13,6 +13,8 @@ import dataclasses
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from fusionjax.models import registry
@@ -35,7 +37,8 @@ jax.tree_util.register_dataclass(Params, data_fields=["state"], meta_fields=["gr
 def resolve_config(config) -> tuple[type, Any]:
   """(model class, Config dataclass) for a registered name, a Config dataclass instance, or an
   ml_collections ConfigDict / mapping whose `name` is a registered model and whose other fields
-  override that model's Config."""
+  override that model's Config; fields that are None keep the default of the variant `name`
+  names (`fusionjax.config_lib.model_config` leaves the fields it was not given None)."""
   if isinstance(config, str):
     return registry.lookup(config)[1], registry.make_config(config)
   if dataclasses.is_dataclass(config) and not isinstance(config, type):
@@ -49,7 +52,8 @@ def resolve_config(config) -> tuple[type, Any]:
   if "name" not in fields:
     raise ValueError(f"a model config mapping needs a `name` field; got fields {sorted(fields)}")
   name = fields.pop("name")
-  return registry.lookup(name)[1], registry.make_config(name, **fields)
+  overrides = {field: value for field, value in fields.items() if value is not None}
+  return registry.lookup(name)[1], registry.make_config(name, **overrides)
 
 
 def build(name_or_config, *, rngs: nnx.Rngs) -> nnx.Module:
@@ -69,6 +73,29 @@ def init(rng, config) -> Params:
   return Params(*nnx.split(model))
 
 
+def check_inputs(a, b) -> None:
+  """Raises ValueError unless a and b are (batch, H, W, 1) arrays of one shape with finite
+  values. Shapes are checked under jit and grad too; values only where they are concrete
+  (not while tracing), since a traced value cannot be inspected."""
+  for name, image in (("a", a), ("b", b)):
+    if np.ndim(image) != 4 or np.shape(image)[-1] != 1:
+      raise ValueError(f"{name} must be (batch, H, W, 1) grey planes; got shape "
+                       f"{np.shape(image)}")
+  if np.shape(a) != np.shape(b):
+    raise ValueError(f"a and b must have the same shape; got a {np.shape(a)} and b "
+                     f"{np.shape(b)} (crop or resize one source to the other's size)")
+  for name, image in (("a", a), ("b", b)):
+    if not isinstance(image, jax.core.Tracer) and not bool(jnp.isfinite(image).all()):
+      raise ValueError(f"{name} contains NaN or infinite values; every output pixel would be "
+                       "NaN (the scans mix the whole image)")
+
+
 def apply(params: Params, a: jax.Array, b: jax.Array) -> jax.Array:
-  """Fuses a and b, (batch, H, W, 1) in [0, 1], into (batch, H, W, 1) (the model's __call__)."""
+  """Fuses a and b, (batch, H, W, 1) in [0, 1], into (batch, H, W, 1) (the model's __call__).
+
+  Raises:
+    ValueError: the inputs are not (batch, H, W, 1) of one shape, or (when not traced) hold
+      NaN or infinite values (`check_inputs`).
+  """
+  check_inputs(a, b)
   return params.module()(a, b)

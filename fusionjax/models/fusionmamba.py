@@ -264,6 +264,24 @@ def frozen_mask_names(config: Config) -> list[str]:
           for name, _ in torch_param_map(config).values() if name.endswith(".learnable_mask")]
 
 
+def torch_names(config: Config) -> list[str]:
+  """Every tensor name of the official `VSSM_Fusion` state_dict for `config`."""
+  return [name for name, _ in torch_param_map(config).values()] + frozen_mask_names(config)
+
+
+def torch_config(state_dict: Mapping[str, np.ndarray]) -> dict:
+  """The Config fields an official state_dict determines: embed_dim (patch embedding), depths
+  and decoder_depths (block indices per stage), d_state (CMFM A_logs) and mlp_ratio (fc1)."""
+  tm = torch_mapping
+  fields = tm.unet_config(state_dict, embed_conv="patch_embed1.proj.weight", levels="Cross_block.",
+                          encoder_blocks="layers.{}.blocks.", decoder_blocks="layers_up.{}.blocks.")
+  if a_log := tm.first_shape(state_dict, r"Cross_block\.\d+\.self_attention_cross\.A_logs"):
+    fields["d_state"] = a_log[1]
+  if fc1 := tm.first_shape(state_dict, r"layers(_up)?\.\d+\.blocks\.\d+\.mlp\.fc1\.weight"):
+    fields["mlp_ratio"] = fc1[0] / fc1[1]
+  return fields
+
+
 def torch_to_params(state_dict: Mapping[str, np.ndarray], model: FusionMamba) -> None:
   """Loads an official FusionMamba state_dict (e.g. the released model.pth) into `model`.
 

@@ -29,9 +29,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from fusionjax import convert
-from fusionjax.models import registry
+from fusionjax.models import registry, torch_mapping
 from fusionjax.models.mamba import (
-    M3Block, SingleMambaBlock, TokenSwapMamba, layer_norm, run_residual_stack, torch_conv)
+    M3Block, SingleMambaBlock, TokenSwapMamba, default_dt_rank, layer_norm, run_residual_stack,
+    torch_conv)
 
 LRELU_SLOPE = 0.2
 
@@ -253,3 +254,27 @@ class MambaDFuse(nnx.Module):
 
 
 registry.register("mambadfuse_tiny", TinyConfig)(MambaDFuse)
+
+_STACKS = {"num_extraction_blocks": "high_level_feature_extraction1.",
+           "num_reconstruction_blocks": "feature_re."}
+_NUMBERED = {"num_token_swap_stages": "channel_exchange", "num_m3_blocks": "M3_block"}
+
+
+def torch_config(state_dict) -> dict:
+  """The Config fields an official state_dict determines: embed_dim (patch_embed), the block
+  counts (indices), and from a Mamba's tensors d_state (A_log), expand (in_proj), d_conv
+  (conv1d) and dt_rank (dt_proj; None where it is Mamba's "auto")."""
+  tm = torch_mapping
+  fields = {field: tm.block_count(state_dict, prefix) for field, prefix in _STACKS.items()}
+  fields |= {field: max(tm.indices(state_dict, prefix), default=0)  # numbered from 1
+             for field, prefix in _NUMBERED.items()}
+  if norm := tm.first_shape(state_dict, r"patch_embed\.norm\.weight"):
+    fields["embed_dim"] = norm[0]
+  mamba = r"(high_level_feature_extraction\d|feature_re)\.\d+\.encoder\."
+  if (a_log := tm.first_shape(state_dict, mamba + "A_log")) and norm:
+    fields |= {"d_state": a_log[1], "expand": a_log[0] // norm[0]}
+  if conv1d := tm.first_shape(state_dict, mamba + r"conv1d\.weight"):
+    fields["d_conv"] = conv1d[-1]
+  if (dt_proj := tm.first_shape(state_dict, mamba + r"dt_proj\.weight")) and norm:
+    fields["dt_rank"] = None if dt_proj[1] == default_dt_rank(norm[0]) else dt_proj[1]
+  return fields

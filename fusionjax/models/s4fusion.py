@@ -212,6 +212,31 @@ def torch_param_map(config: Config) -> torch_mapping.ParamMap:
   return entries
 
 
+def torch_names(config: Config) -> list[str]:
+  """Every tensor name of the official `MambaNet` state_dict for `config`."""
+  return [name for name, _ in torch_param_map(config).values()]
+
+
+def torch_config(state_dict: Mapping[str, np.ndarray]) -> dict:
+  """The Config fields an official state_dict determines: embed_dim, depths, decoder_depths,
+  fusion_blocks (indices), d_state and fusion_d_state (A_logs), expand (CMSA in_proj)."""
+  tm = torch_mapping
+  fields = tm.unet_config(
+      state_dict, embed_conv="vmunet.patch_embed_x.proj.weight", levels="vmunet.fusion_layers.",
+      encoder_blocks="vmunet.layers_x.{}.blocks.", decoder_blocks="vmunet.layers_up.{}.blocks.")
+  if blocks := tm.block_count(state_dict, "vmunet.fusion_layers.0.layers."):
+    fields["fusion_blocks"] = blocks
+  vss = r"vmunet\.layers_\w+\.\d+\.blocks\.\d+\."
+  cmsa = r"vmunet\.fusion_layers\.\d+\.layers\.\d+\."
+  if a_log := tm.first_shape(state_dict, vss + r"self_attention\.A_logs"):
+    fields["d_state"] = a_log[1]
+  if a_log := tm.first_shape(state_dict, cmsa + r"A_logs"):
+    fields["fusion_d_state"] = a_log[1]
+  if in_proj := tm.first_shape(state_dict, cmsa + r"in_proj\.weight"):
+    fields["expand"] = in_proj[0] / 2 / in_proj[1]
+  return fields
+
+
 def torch_to_params(state_dict: Mapping[str, np.ndarray], model: S4Fusion) -> None:
   """Loads an official S4Fusion state_dict (the checkpoint's ['model'] entry) into `model`.
 

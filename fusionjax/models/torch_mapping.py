@@ -13,15 +13,40 @@ code: x_proj_weight (K, R + 2N, d_inner) -> (K, d_inner, R + 2N); dt_projs_weigh
 both k-major.
 """
 
-from collections.abc import Callable, Mapping
+import collections
+import re
+from collections.abc import Callable, Collection, Mapping
 
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from fusionjax.convert import counted
+
 Path = tuple
 Transform = Callable[[np.ndarray, tuple[int, ...]], np.ndarray]
 ParamMap = dict[Path, tuple[str, Transform]]
+
+# Reading a config off a state_dict (each model's `torch_config`).
+
+
+def indices(names: Collection[str], prefix: str) -> set[int]:
+  """The numbers i of the names "<prefix><i>.<...>"."""
+  pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
+  return {int(match.group(1)) for name in names if (match := pattern.match(name))}
+
+
+def block_count(names: Collection[str], prefix: str) -> int:
+  """1 + the largest of `indices(names, prefix)` (0 if none): the number of blocks of a stage,
+  e.g. block_count(state_dict, "layers.0.blocks.")."""
+  return 1 + max(indices(names, prefix), default=-1)
+
+
+def first_shape(state_dict: Mapping[str, np.ndarray], pattern: str) -> tuple[int, ...] | None:
+  """Shape of the first tensor (in name order) whose whole name matches the regex `pattern`."""
+  regex = re.compile(pattern)
+  name = min((name for name in state_dict if regex.fullmatch(name)), default=None)
+  return None if name is None else tuple(np.shape(state_dict[name]))
 
 
 def identity(array, shape):
@@ -126,6 +151,26 @@ def patch_expand_entries(path: Path, name: str) -> ParamMap:
           **layer_norm_entries(path + ("norm",), f"{name}.norm")}
 
 
+def unet_config(state_dict: Mapping[str, np.ndarray], *, embed_conv: str, levels: str,
+                encoder_blocks: str, decoder_blocks: str) -> dict:
+  """embed_dim, depths and decoder_depths of a VMamba-style U-Net's state_dict: the output width
+  of the patch-embedding conv weight `embed_conv`, one level per index of `levels`
+  ("Cross_block."), and per level the blocks of `encoder_blocks` / `decoder_blocks`, formatted
+  with the level ("layers.{}.blocks.")."""
+  fields = {}
+  if embed := first_shape(state_dict, re.escape(embed_conv)):
+    fields["embed_dim"] = embed[0]
+  if num_levels := block_count(state_dict, levels):
+    for field, blocks in (("depths", encoder_blocks), ("decoder_depths", decoder_blocks)):
+      fields[field] = tuple(block_count(state_dict, blocks.format(level))
+                            for level in range(num_levels))
+  return fields
+
+
+def _dotted(paths) -> list[str]:
+  return sorted(".".join(map(str, path)) for path in paths)
+
+
 def load_mapped(model: nnx.Module, state_dict: Mapping[str, np.ndarray], mapping: ParamMap, *,
                 ignored: Mapping[str, Callable[[np.ndarray], bool]] | None = None,
                 variables: tuple[type[nnx.Variable], ...] = (nnx.Param,)) -> None:
@@ -145,36 +190,31 @@ def load_mapped(model: nnx.Module, state_dict: Mapping[str, np.ndarray], mapping
   """
   ignored = dict(ignored or {})
   params = dict(nnx.to_flat_state(nnx.state(model, variables)))  # a tuple filter: any of them
-  problems = []
-  unmapped = sorted(set(params) - set(mapping), key=str)
-  if unmapped:
-    problems.append(f"NNX parameters without a PyTorch tensor: {unmapped[:8]}")
-  stale = sorted(set(mapping) - set(params), key=str)
-  if stale:
-    problems.append(f"mapping names NNX parameters that do not exist: {stale[:8]}")
-  used = [name for name, _ in mapping.values()]
-  duplicated = sorted({name for name in used if used.count(name) > 1})
-  if duplicated:
-    problems.append(f"PyTorch tensors mapped twice: {duplicated[:8]}")
-  absent = sorted(set(used) - set(state_dict))
-  if absent:
-    problems.append(f"PyTorch tensors missing from the state_dict: {absent[:8]}")
-  leftover = sorted(set(state_dict) - set(used) - set(ignored))
-  if leftover:
-    problems.append(f"PyTorch tensors with no NNX parameter: {leftover[:8]}")
-  for name, check in ignored.items():
-    if name in state_dict and not check(np.asarray(state_dict[name])):
-      problems.append(f"ignored tensor {name} fails its check")
+  used = collections.Counter(name for name, _ in mapping.values())
+  problems = [counted(title, names) for title, names in (
+      ("NNX parameters without a PyTorch tensor", _dotted(set(params) - set(mapping))),
+      ("mapping entries naming NNX parameters that do not exist",
+       _dotted(set(mapping) - set(params))),
+      ("PyTorch tensors mapped twice", sorted(name for name, n in used.items() if n > 1)),
+      ("PyTorch tensors missing from the state_dict", sorted(set(used) - set(state_dict))),
+      ("PyTorch tensors with no NNX parameter",
+       sorted(set(state_dict) - set(used) - set(ignored))),
+      ("ignored tensors failing their check",
+       sorted(name for name, check in ignored.items()
+              if name in state_dict and not check(np.asarray(state_dict[name]))))) if names]
   if problems:
     raise ValueError("; ".join(problems))
-  new_values = {}
+  new_values, misfits = {}, []
   for path, (name, transform) in mapping.items():
-    target = params[path]
-    value = transform(np.asarray(state_dict[name], dtype=np.float32), target.shape)
-    if value.shape != target.shape:
-      where = ".".join(map(str, path))
-      problems.append(f"{name} {value.shape} does not fit {where} {target.shape}")
-    new_values[path] = type(target)(jnp.asarray(value))
-  if problems:
-    raise ValueError("; ".join(problems))
+    target, tensor = params[path], np.asarray(state_dict[name], dtype=np.float32)
+    try:
+      value = transform(tensor, target.shape)
+    except ValueError:  # e.g. a transpose for another number of dimensions
+      value = None
+    if value is None or value.shape != target.shape:
+      misfits.append(f"{name} {tensor.shape} does not fit {_dotted([path])[0]} {target.shape}")
+    else:
+      new_values[path] = type(target)(jnp.asarray(value))
+  if misfits:
+    raise ValueError(counted("misshapen tensors", misfits))
   nnx.update(model, nnx.from_flat_state(new_values))
