@@ -1,15 +1,24 @@
-r"""Train, evaluate and fuse with a config file.
+r"""Train, evaluate and fuse with a config file, or fuse with converted official weights.
 
   python run.py --config=configs/fusionmamba_med.py:tiny          # CPU smoke run: all modes
   python run.py --config=configs/fusionmamba_med.py --workdir=runs/fm_ct \
       --config.data.manual_dir=/path/to/data --mode=train         # a real run
   python run.py --config=configs/fusionmamba_med.py --workdir=runs/fm_ct --mode=fuse \
       --input_a=mri/ --input_b=ct/ --output=fused/
+  python run.py --mode=fuse --weights=weights/mambadfuse_ivf \
+      --input_a=ir/ --input_b=vi/ --output=fused/                 # fusionjax-convert output
 
 Modes: train (resumes a workdir that has checkpoints), eval (report of the best checkpoint on
 the eval pairs: workdir/eval/), fuse (workdir/fused/, or --input_a/--input_b/--output), all
 (train, then eval and fuse). `--config.<section>.<field>=value` overrides the config; the
-config files in configs/ document their fields and runs.
+config files in configs/ document their fields and runs. `--config.model.name` picks a model
+variant (e.g. fusionmamba_ct_mri) with that variant's defaults.
+
+Existing outputs are an error unless --overwrite (replace them) or --skip_existing (fuse only
+the pairs whose outputs are missing; eval reuses the complete report of the same checkpoint
+step). --mode=all skips existing outputs by default, so rerunning a command finishes what is
+missing and changes nothing else. A flag the mode does not use is an error, as is any bad
+input: `run.py: error: ...` on stderr and exit status 2.
 """
 
 import logging
@@ -22,13 +31,14 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from fusionjax import training
+from fusionjax import config_lib, convert, fuse, training
 from fusionjax.training import sharding
 
 _LOG = logging.getLogger("run")
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "configs/<model>_<task>.py[:arg]", lock_config=True)
+    "config", None, "configs/<model>_<task>.py[:arg]; needed except with --weights",
+    lock_config=True)
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "run folder (config.json, checkpoints/, metrics.jsonl, samples/, eval/, "
     "fused/); default runs/<config file name>[_<arg>]")
@@ -40,13 +50,66 @@ _INPUT_A = flags.DEFINE_string("input_a", None, "fuse: grey-modality file or fol
 _INPUT_B = flags.DEFINE_string("input_b", None, "fuse: other-modality file or folder (vi, ct)")
 _OUTPUT = flags.DEFINE_string("output", None, "fuse: output PNG (files) or folder (folders)")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "replace existing eval reports and PNGs")
+_SKIP_EXISTING = flags.DEFINE_bool(
+    "skip_existing", False, "keep existing PNGs and fuse only the missing ones; eval reuses "
+    "the complete report of the same checkpoint step (the default of --mode=all)")
+_WEIGHTS = flags.DEFINE_string(
+    "weights", None, "fuse with a fusionjax-convert output folder instead of a run (no "
+    "--config or --workdir; needs --input_a, --input_b and --output)")
+_PROTOCOL = flags.DEFINE_enum(
+    "protocol", "default", list(fuse.PROTOCOLS),
+    "fuse: 'official' reproduces the model's official test script from the image files")
+_SWAP_INPUTS = flags.DEFINE_bool(
+    "swap_inputs", False, "with --weights: call the model as (b, a), e.g. official FusionMamba "
+    "infrared-visible weights (trained as model(visible, infrared))")
+_MEMORY_BUDGET = flags.DEFINE_string(
+    "memory_budget", None, "eval and fuse: most memory one call may use, e.g. 4GB, 512MiB or "
+    "bytes; larger images are tiled (default: most of an accelerator's memory, on a CPU half "
+    "of the memory available)")
+_TILE_SIZE = flags.DEFINE_integer(
+    "tile_size", None, "eval and fuse: tile every image larger than this side (pixels)",
+    lower_bound=1)
 _COMPILATION_CACHE = flags.DEFINE_string(
     "compilation_cache", "~/.cache/fusionjax/jax",
     "persistent XLA compilation cache ('' = off): reruns and resumed runs skip compiling")
 
 # Errors that name their problem completely: shown without a traceback.
-_USER_ERRORS = (FileNotFoundError, FileExistsError, training.CheckpointMismatchError,
+_USER_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, fuse.InputError,
+                config_lib.ConfigError, training.CheckpointMismatchError,
                 training.NonFiniteLossError)
+# Flags each mode uses besides --config, --workdir, --mode and --compilation_cache.
+_OUTPUT_FLAGS = ("checkpoint", "overwrite", "skip_existing", "memory_budget", "tile_size")
+_INPUT_FLAGS = ("input_a", "input_b", "output", "protocol")
+_MODE_FLAGS = {"train": (), "eval": _OUTPUT_FLAGS, "fuse": _OUTPUT_FLAGS + _INPUT_FLAGS,
+               "all": _OUTPUT_FLAGS + _INPUT_FLAGS}
+_WEIGHTS_FLAGS = ("weights", "swap_inputs", "overwrite", "skip_existing", "memory_budget",
+                  "tile_size") + _INPUT_FLAGS
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+# What the first training step of a :tiny config takes to compile in a fresh run on 2 CPU cores
+# (README's quick start: 3 minutes on a loaded machine); paper-size models take longer.
+_TINY_COMPILE_TIME = "1 to 3 minutes on 2 CPU cores for a :tiny config"
+
+
+class UsageError(Exception):
+  """A command line that cannot run; the message says why."""
+
+
+def _fail(message: str) -> None:
+  print(f"run.py: error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def parse_bytes(text: str) -> int:
+  """"4GB", "512 MiB", "1.5gb" or "1000000" -> bytes (kB, MB, GB are powers of 1000; KiB, MiB,
+  GiB of 1024)."""
+  match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", text)
+  if not match or match.group(2).lower() not in _UNITS:
+    raise UsageError(f"--memory_budget={text}: give bytes or a size such as 4GB or 512MiB")
+  size = int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+  if size < 1:
+    raise UsageError(f"--memory_budget={text} must be at least one byte")
+  return size
 
 
 def default_workdir(config_argument: str) -> pathlib.Path:
@@ -56,9 +119,139 @@ def default_workdir(config_argument: str) -> pathlib.Path:
   return pathlib.Path("runs") / re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
+def _config_argument(argv: list[str]) -> str | None:
+  """The value of the last --config flag in argv (either `--config=x` or `--config x`)."""
+  value = None
+  for index, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      value = arg.partition("=")[2]
+    elif arg == "--config" and index + 1 < len(argv):
+      value = argv[index + 1]
+  return value
+
+
+def _override_message(error: LookupError | AttributeError, argv: list[str]) -> str:
+  """A misspelt `--config.a.b=...`, from ml_collections' "'b'\\nDid you mean "c"..." error."""
+  text = str(error.args[0] if error.args else error)
+  key = next(iter(re.findall(r"\w+", text)), "")
+  overrides = [arg.partition("=")[0] for arg in argv if arg.startswith("--config.")]
+  flag = next((name for name in overrides if re.search(rf"\.{re.escape(key)}(\.|$)", name)),
+              ", ".join(overrides))
+  suggestion = re.search(r'Did you mean "(\w+)"', text)
+  hint = f'; did you mean "{suggestion.group(1)}"?' if suggestion else ""
+  return f"{flag}: the config has no field {key!r}{hint}"
+
+
+def _set(name: str) -> bool:
+  return flags.FLAGS[name].present > 0
+
+
+def _check_flags() -> None:
+  """Refuses flags the mode does not use, missing ones, and inputs that do not exist."""
+  if _WEIGHTS.value:
+    if _set("mode") and _MODE.value != "fuse":
+      raise UsageError("--weights only fuses: use --mode=fuse")
+    used = _WEIGHTS_FLAGS
+  else:
+    if _CONFIG.value is None:
+      raise UsageError("--config is required (or --weights=DIR with --mode=fuse)")
+    used = _MODE_FLAGS[_MODE.value]
+  always = ("mode", "compilation_cache") + (() if _WEIGHTS.value else ("config", "workdir"))
+  ignored = [name for name in _flag_names() if _set(name) and name not in used + always]
+  if ignored:
+    what = "--weights" if _WEIGHTS.value else f"--mode={_MODE.value}"
+    raise UsageError(f"{what} does not use {', '.join('--' + n for n in ignored)}")
+  if _OVERWRITE.value and _SKIP_EXISTING.value:
+    raise UsageError("--overwrite and --skip_existing exclude each other")
+  _check_inputs()
+  if _MEMORY_BUDGET.value is not None:
+    parse_bytes(_MEMORY_BUDGET.value)
+
+
+def _flag_names() -> list[str]:
+  """The names of run.py's own flags (not absl's or JAX's)."""
+  return [holder.name for holder in (_CONFIG, _WORKDIR, _MODE, _CHECKPOINT, _INPUT_A, _INPUT_B,
+                                     _OUTPUT, _OVERWRITE, _SKIP_EXISTING, _WEIGHTS, _PROTOCOL,
+                                     _SWAP_INPUTS, _MEMORY_BUDGET, _TILE_SIZE,
+                                     _COMPILATION_CACHE)]
+
+
+def _check_inputs() -> None:
+  inputs = [value for value in (_INPUT_A.value, _INPUT_B.value) if value is not None]
+  if len(inputs) == 1:
+    raise UsageError("give both --input_a and --input_b (two files or two folders)")
+  if _WEIGHTS.value:
+    if not (inputs and _OUTPUT.value):
+      raise UsageError("--weights needs --input_a, --input_b and --output")
+    if not pathlib.Path(_WEIGHTS.value).is_dir():
+      raise UsageError(f"--weights={_WEIGHTS.value}: no such folder (a fusionjax-convert "
+                       "output)")
+  for path in inputs:
+    if not pathlib.Path(path).exists():
+      raise UsageError(f"input not found: {path}")
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with every problem (a missing or failing config file, a misspelt
+  override, a flag the mode does not use) reported as one `run.py: error:` line, exit 2."""
+  try:
+    spec = _config_argument(argv)
+    if spec:
+      config_lib.load(spec)  # reports a missing file or a bad :arg by itself
+    remaining = flags.FLAGS(argv)
+    _check_flags()
+    return remaining
+  except (AttributeError, KeyError) as error:
+    _fail(_override_message(error, argv))
+  except (flags.Error, UsageError, FileNotFoundError, ValueError) as error:
+    _fail(str(error).strip())
+
+
+def _options() -> fuse.Options:
+  budget = _MEMORY_BUDGET.value
+  return fuse.Options(memory_budget=parse_bytes(budget) if budget else None,
+                      tile_size=_TILE_SIZE.value)
+
+
+def _output_choice() -> dict:
+  """overwrite / skip_existing for eval and fuse: --mode=all skips existing outputs unless
+  --overwrite, so that a rerun finishes what is missing."""
+  rerun_finishes = _MODE.value == "all" and not _WEIGHTS.value and not _OVERWRITE.value
+  skip = _SKIP_EXISTING.value or rerun_finishes
+  return dict(overwrite=_OVERWRITE.value, skip_existing=skip, options=_options())
+
+
+def fuse_with_weights() -> list[pathlib.Path]:
+  """--weights: fuses --input_a/--input_b into --output with a converted params folder."""
+  fuser = fuse.model_fuser(convert.load_params(_WEIGHTS.value), swap_inputs=_SWAP_INPUTS.value,
+                           protocol=_PROTOCOL.value)
+  return fuse.fuse_paths(fuser, _INPUT_A.value, _INPUT_B.value, _OUTPUT.value,
+                         **_output_choice())
+
+
+def run_config() -> None:
+  """Train, eval and fuse (as --mode says) with --config in --workdir."""
+  config = config_lib.resolve(_CONFIG.value)
+  config.lock()
+  workdir = pathlib.Path(_WORKDIR.value or default_workdir(flags.FLAGS["config"].config_filename))
+  _LOG.info("workdir %s", workdir)
+  if _MODE.value in ("train", "all"):
+    _LOG.info("training %s; the first step compiles the model (%s)", config.model.name,
+              _TINY_COMPILE_TIME)
+    training.train_and_evaluate(config, workdir)
+  choice = dict(which=_CHECKPOINT.value, **_output_choice())
+  if _MODE.value in ("eval", "all"):
+    report = training.evaluate_run(config, workdir, **choice)
+    print(f"\n{report.table}\nreport: {report.out_dir}")
+  if _MODE.value in ("fuse", "all"):
+    paths = training.fuse_run(config, workdir, input_a=_INPUT_A.value, input_b=_INPUT_B.value,
+                              output=_OUTPUT.value, protocol=_PROTOCOL.value, **choice)
+    print(f"fused {len(paths)} pair(s) into {paths[0].parent if paths else '-'}")
+
+
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    _fail(f"unexpected arguments: {' '.join(argv[1:])}")
   # Orbax reports every stage of every save at INFO level through absl's logger.
   logging.getLogger("absl").setLevel(logging.WARNING)
   sharding.initialize_distributed()
@@ -67,27 +260,17 @@ def main(argv):
     # Model initialisation compiles many small programs; cache those too.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
   _LOG.info("JAX %s, process %d of %d, devices: %s", jax.__version__, jax.process_index(),
-               jax.process_count(), jax.devices())
-  config = _CONFIG.value
-  workdir = pathlib.Path(_WORKDIR.value or default_workdir(flags.FLAGS["config"].config_filename))
-  _LOG.info("workdir %s", workdir)
-  choice = dict(which=_CHECKPOINT.value, overwrite=_OVERWRITE.value)
+            jax.process_count(), jax.devices())
   try:
-    if _MODE.value in ("train", "all"):
-      training.train_and_evaluate(config, workdir)
-    if _MODE.value in ("eval", "all"):
-      report = training.evaluate_run(config, workdir, **choice)
-      print(f"\n{report.table}\nreport: {report.out_dir}")
-    if _MODE.value in ("fuse", "all"):
-      paths = training.fuse_run(config, workdir, input_a=_INPUT_A.value,
-                                input_b=_INPUT_B.value, output=_OUTPUT.value, **choice)
+    if _WEIGHTS.value:
+      paths = fuse_with_weights()
       print(f"fused {len(paths)} pair(s) into {paths[0].parent if paths else '-'}")
+    else:
+      run_config()
   except _USER_ERRORS as error:
-    hint = " (run.py --overwrite)" if isinstance(error, FileExistsError) else ""
-    print(f"run.py: error: {error}{hint}", file=sys.stderr)
-    sys.exit(1)
+    hint = " (run.py --overwrite or --skip_existing)" if isinstance(error, FileExistsError) else ""
+    _fail(f"{error}{hint}")
 
 
 if __name__ == "__main__":
-  flags.mark_flag_as_required("config")
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -11,8 +11,8 @@ ct, pet or spect; shared/docs/architectures.md 2.7-2.8), e.g. with the staged da
 pairs into 30,000), Adam 1.333e-4 x 0.75 per 15,000 steps; loss 10 MSE intensity + 1 gradient
 + 10 MS-SSIM (HEAD's "CT-MRI" weights). The model takes (MRI, other), as the official code.
 
-CPU smoke run (tiny model, the 2 embedded Harvard pairs; train, evaluate and fuse), about 5
-minutes on 2 CPU cores (README's quick start):
+CPU smoke run (tiny model trained on the task's 2 embedded train pairs, evaluated and fused on
+its 2 test pairs of other subjects), a few minutes on 2 CPU cores (README's quick start):
 
   python run.py --config=configs/fusionmamba_med.py:tiny
 """
@@ -31,4 +31,4 @@ def get_config(arg=None):
   config.train.num_steps = 30_000
   config.eval.every_steps = 5_000
   config.ckpt.every_steps = 5_000
-  return config_lib.shrink(config) if arg.tiny else config
+  return config_lib.shrink(config, train_split="train") if arg.tiny else config

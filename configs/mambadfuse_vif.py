@@ -30,4 +30,4 @@ def get_config(arg=None):
                       ema_decay=0.999)
   config.train.num_steps = 10_000
   config.ckpt.every_steps = 1_000
-  return config_lib.shrink(config) if arg.tiny else config
+  return config_lib.shrink(config, train_split="test") if arg.tiny else config

@@ -35,4 +35,4 @@ def get_config(arg=None):
   config.train.num_steps = 57_600
   config.eval.every_steps = 2_880
   config.ckpt.every_steps = 2_880
-  return config_lib.shrink(config) if arg.tiny else config
+  return config_lib.shrink(config, train_split="test") if arg.tiny else config

@@ -59,6 +59,13 @@ class Fuser:
         from the plane padded so, on the same grid.
       overlap: default tile overlap in pixels; ``fusionjax.tiling`` discards its outer quarter,
         so a quarter of it should cover the method's receptive radius where that is finite.
+      read_grey: an official test script's reading, in place of the colour pipeline:
+        ``read_grey(image_a, image_b)`` turns the decoded sources ((H, W, C) as
+        ``fusionjax.data.io.decode_image`` gives them) into the two grey images the script
+        fuses, (H, W) uint8 or float32 in [0, 1]; the fused image is saved grey
+        (``fusionjax.fuse.model_fuser(..., protocol="official")``).
+      resize_to: with ``read_grey``, both greys are resized (bicubic, Pillow) to this square
+        before fusion, and the fused image is saved at that size (FusionMamba's test script).
     """
 
     name: str
@@ -72,6 +79,8 @@ class Fuser:
     tile_grid: int = 1
     tile_offset: Callable[[int], int] | None = None
     overlap: int = 32
+    read_grey: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
+    resize_to: int | None = None
 
 
 def mean(a: jax.Array, b: jax.Array) -> jax.Array:

@@ -16,6 +16,10 @@ Two BT.601 conventions are in use, both with the luma weights Kr = 0.299, Kb = 0
 The inverse transforms are the exact matrix inverses, so RGB -> YCbCr -> RGB is lossless up to
 float rounding.
 
+The official test scripts' own 8-bit conversions, which ``fusionjax.fuse.model_fuser(...,
+protocol="official")`` reproduces, are here too: ``libpng_grey`` (OpenCV's grey reading of a
+colour PNG), ``float32_luma`` (S4Fusion's loader) and ``to_8_bits`` (MATLAB's rounding).
+
 Every array is channels-last; leading dimensions (e.g. a batch) are allowed wherever the shape
 says ``...``.
 """
@@ -163,8 +167,45 @@ def to_fusion_input(
     ycbcr = rgb_to_ycbcr(unit, convention)
     y = ycbcr[..., :1]
     if quantize:
-        y = (np.floor(y.astype(np.float64) * 255.0 + 0.5) / 255.0).astype(np.float32)
+        y = (to_8_bits(y) / 255.0).astype(np.float32)
     return y, ycbcr[..., 1:]
+
+
+def to_8_bits(values: np.ndarray) -> np.ndarray:
+    """Floats in [0, 1] -> uint8 levels, rounded half up (MATLAB's conversion to uint8)."""
+    return np.floor(np.asarray(values, dtype=np.float64) * 255.0 + 0.5).astype(np.uint8)
+
+
+def _eight_bit_rgb(rgb: np.ndarray) -> np.ndarray:
+    rgb = np.asarray(rgb)
+    if rgb.dtype != np.uint8 or rgb.shape[-1:] != (3,):
+        raise ValueError(f"expected 8-bit RGB (..., 3), got {rgb.dtype} {rgb.shape}")
+    return rgb
+
+
+def libpng_grey(rgb: np.ndarray) -> np.ndarray:
+    """8-bit RGB (..., 3) -> uint8 grey (...) as libpng makes it when OpenCV reads a colour PNG
+    with ``cv2.imread(path, cv2.IMREAD_GRAYSCALE)``.
+
+    libpng's fixed-point weights (0.299, 0.587 in 1/32768ths, blue the rest), truncated:
+    ``(9797 R + 19234 G + 3737 B) >> 15``; R = G = B gives that value back. This is not
+    ``round(0.299 R + 0.587 G + 0.114 B)``: on a PET scan the two differ by one grey level on
+    about 8 % of the pixels.
+    """
+    rgb = _eight_bit_rgb(rgb)
+    red, green, blue = (rgb[..., channel].astype(np.uint32) for channel in range(3))
+    return ((9797 * red + 19234 * green + 3737 * blue) >> 15).astype(np.uint8)
+
+
+def float32_luma(rgb: np.ndarray) -> np.ndarray:
+    """8-bit RGB (..., 3) -> full-range Y (...) float32, computed as S4Fusion's data loader
+    does: ``/ 255`` in float32, then ``0.299 R + 0.587 G + 0.114 B`` in float32 arithmetic in
+    that order, clamped to [0, 1]. Within one float32 rounding of ``rgb_to_ycbcr``'s Y.
+    """
+    rgb = _eight_bit_rgb(rgb)
+    red, green, blue = np.moveaxis(rgb.astype(np.float32) / np.float32(255.0), -1, 0)
+    luma = (np.float32(_KR) * red + np.float32(_KG) * green) + np.float32(_KB) * blue
+    return np.clip(luma, 0.0, 1.0)
 
 
 def recolor(

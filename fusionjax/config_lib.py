@@ -6,23 +6,25 @@ A config file (big_vision style) is
       arg = config_lib.parse_arg(arg, tiny=False)
       config = config_lib.base_config(config_lib.model_config("fusionmamba", tiny=arg.tiny))
       config.loss = ...; config.data.dataset = ...; config.optim.learning_rate = ...
-      return config_lib.shrink(config) if arg.tiny else config
+      return config_lib.shrink(config, train_split="train") if arg.tiny else config
 
 and runs with `python run.py --config=configs/<file>.py[:arg] [--config.section.field=value]`.
 
-Sections (every field is documented in `base_config`): `model` (the model's registered Config
-dataclass as fields, plus `name`), `loss`, `data`, `optim`, `train`, `eval`, `ckpt`, and the
-top-level `seed`.
+Sections (every field is documented in `base_config`): `model` (`name`, a registered model
+variant, and its Config dataclass's fields, None = the variant's default: `model_config`),
+`loss`, `data`, `optim`, `train`, `eval`, `ckpt`, and the top-level `seed`.
 """
 
 import dataclasses
 import importlib.util
 import pathlib
+import typing
 from typing import Any
 
 import ml_collections
 
 from fusionjax import models
+from fusionjax.models import registry
 
 # The CPU smoke-run sizes that `shrink` sets (a few minutes on 2 CPU cores, embedded pairs).
 TINY_CROP_SIZE = 32
@@ -76,20 +78,79 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(values)
 
 
-def model_config(name: str, *, tiny: bool = False, **overrides: Any) -> ml_collections.ConfigDict:
-  """The `model` section: `name` plus every field of the model's registered Config dataclass.
+class ConfigError(ValueError):
+  """A config names something that does not exist or does not fit (model, variant, field)."""
 
-  `tiny` selects the registered "<name>_tiny" variant. Every field is written out so that it
-  can be overridden from the command line (`--config.model.d_state=8`) and is recorded in the
-  run's config.json; `overrides` change fields here (unknown ones are refused).
+
+def _field_type(config_cls: type, field: dataclasses.Field, default: Any) -> type:
+  """The type a command-line value of a model field is parsed to: the default's type, else
+  the annotation's (`int | None` -> int)."""
+  if default is not None:
+    return type(default)
+  annotation = typing.get_type_hints(config_cls)[field.name]
+  options = [option for option in typing.get_args(annotation) if option is not type(None)]
+  return (typing.get_origin(options[0]) or options[0]) if options else annotation
+
+
+def model_config(name: str, *, tiny: bool = False, **overrides: Any) -> ml_collections.ConfigDict:
+  """The `model` section: `name` (a registered variant) plus one field per field of its Config
+  dataclass, each None ("the variant's default") unless set.
+
+  `tiny` selects the registered "<name>_tiny" variant. Every field exists, typed, so that it
+  can be overridden from the command line (`--config.model.d_state=8`); `overrides` set fields
+  here (unknown ones are refused). The fields left None take the defaults of the variant that
+  `name` names when the model is built, so `--config.model.name=fusionmamba_ct_mri` gives
+  that variant's defaults, with explicit field overrides on top, never a mix of two variants'
+  defaults. `resolve` writes the resolved values out (run.py records them in config.json).
   """
   name = f"{name}_tiny" if tiny else name
-  _, defaults = models.resolve_config(name)
-  fields = dataclasses.asdict(defaults)
+  config_cls, _ = _lookup(name)
+  defaults = config_cls()
+  fields = {field.name: ml_collections.config_dict.placeholder(
+                _field_type(config_cls, field, getattr(defaults, field.name)))
+            for field in dataclasses.fields(config_cls)}
   unknown = sorted(set(overrides) - set(fields))
   if unknown:
-    raise ValueError(f"unknown fields for model {name!r}: {unknown}; known: {sorted(fields)}")
-  return ml_collections.ConfigDict({"name": name, **fields, **overrides})
+    raise ConfigError(f"unknown fields for model {name!r}: {unknown}; known: {sorted(fields)}")
+  section = ml_collections.ConfigDict({"name": name, **fields})
+  section.update(overrides)
+  return section
+
+
+def _lookup(name: str) -> tuple[type, type]:
+  """(Config class, model class) of a registered variant, or a ConfigError naming them all."""
+  if name not in models.names():
+    raise ConfigError(f"unknown model {name!r}; registered models: {models.names()}")
+  return registry.lookup(name)
+
+
+def model_family(name: str) -> str:
+  """"mambadfuse", "fusionmamba" or "s4fusion": the family of a registered model variant."""
+  _lookup(name)
+  return registry.family_of(name)
+
+
+def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A copy of `config` whose model fields are all written out: the set ones as they are, the
+  None ones the defaults of the variant `model.name` names.
+
+  Raises:
+    ConfigError: model.name is not a registered model, is a model of another family than the
+      config's loss (another config file is needed), or a set field does not fit it.
+  """
+  section = config.model.to_dict()
+  name = section.pop("name")
+  family = model_family(name)
+  if config.loss.name != family:
+    raise ConfigError(f"model.name={name!r} is a {family} model but this config trains "
+                      f"{config.loss.name} (its loss); use a configs/{family}_*.py file")
+  try:
+    _, resolved = models.resolve_config({"name": name, **section})
+  except (TypeError, ValueError) as error:
+    raise ConfigError(f"model {name!r}: {error}") from error
+  result = ml_collections.ConfigDict(config.to_dict())
+  result.model = ml_collections.ConfigDict({"name": name, **dataclasses.asdict(resolved)})
+  return result
 
 
 def base_config(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -99,7 +160,7 @@ def base_config(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   config.model = model
   # `name` picks the loss (fusionjax.training.steps.LOSSES); the other fields are its keyword
   # arguments (weights and variants), set by each config file.
-  config.loss = ml_collections.ConfigDict({"name": model.name.removesuffix("_tiny")})
+  config.loss = ml_collections.ConfigDict({"name": model_family(model.name)})
   config.data = ml_collections.ConfigDict(dict(
       dataset="",  # TFDS name of a fusionjax.data.builders dataset ("harvard/ct_mri", "msrs")
       # Where the pairs are read from: TFDS array_record files in `data_dir` (built once from
@@ -160,17 +221,20 @@ def base_config(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return config
 
 
-def shrink(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+def shrink(config: ml_collections.ConfigDict, *, train_split: str) -> ml_collections.ConfigDict:
   """Shrinks a paper config in place to a CPU smoke run on the embedded sample pairs.
 
   Tiny crops and batches, a few dozen steps, validation and checkpoints at the end (and one
   in the middle), the learning rate (and its schedule's other values) scaled to
   TINY_LEARNING_RATE; the model must already be the tiny variant (`model_config(tiny=True)`).
-  The samples have only a "test" split, which is then used for training too.
+  Evaluation is on the embedded "test" pairs; training on `train_split`: "train" where the
+  samples hold a few training pairs of the dataset (the Harvard tasks), so that the smoke run
+  is evaluated on pairs it did not train on, else "test" (then it evaluates on its training
+  pairs).
   """
   if not config.model.name.endswith("_tiny"):
     raise ValueError(f"shrink() needs a tiny model, got {config.model.name!r}")
-  config.data.update(data_dir="", manual_dir="", train_split="test", eval_split="test",
+  config.data.update(data_dir="", manual_dir="", train_split=train_split, eval_split="test",
                      crop_size=TINY_CROP_SIZE, batch_size=TINY_BATCH_SIZE, num_threads=1,
                      skip_smaller_than_crop=False)
   config.train.update(num_steps=TINY_NUM_STEPS, log_every_steps=5)

@@ -22,13 +22,17 @@ spect, gfp), the order of ``fusionjax.data``. What happens to each pair:
    conversion). The Y planes are fused and the colour source's Cb/Cr put back afterwards;
    grey sources (also grey stored as RGB) stay grey. If both sources are colour, their chroma
    is mixed with weights |C - neutral| (the rule of hanna-xu/utils ``fusedY2RGB``).
+   ``model_fuser(..., protocol="official")`` replaces this step by the official test script's
+   own 8-bit grey reading (``Fuser.read_grey``, and FusionMamba's resize to 256 x 256) and
+   saves the fused image grey.
 3. **Shapes**: each plane is mirror-padded at the bottom and right to its *bucket* shape: at
    least the fuser's ``min_size``, a multiple of its ``size_multiple`` and of
    ``Options.bucket_multiple``; it is cropped back after fusion. Tiles keep to the method's
    sampling grid (``Fuser.tile_grid``, ``tile_offset``: pyramid levels, patch embeddings). Pairs of one bucket are fused
    in batches by one compiled call: each (batch, bucket) shape is compiled once per process
    (``compiled_call``). Models pad to their own architecture's sizes inside ``apply``.
-4. **Memory**: ``Options.memory_budget`` (default: most of the device's memory) bounds the
+4. **Memory**: ``Options.memory_budget`` (default: most of an accelerator's memory; on a CPU
+   half of the host memory available at the time) bounds the
    device memory of every call, as XLA's memory analysis of the compiled call reports it;
    images whose whole-image call does not fit are fused in overlapping tiles that do
    (``fusionjax.tiling``), so a 4000x3000 pair fuses on any device. For scale, the paper-size
@@ -49,7 +53,7 @@ import math
 import os
 import pathlib
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
 import jax
@@ -74,7 +78,8 @@ class Options:
     Attributes:
       batch_size: most same-shape pairs (or tiles) per compiled call.
       memory_budget: most device bytes one call may use (arguments incl. parameters, outputs,
-        temporaries); whole images that exceed it are tiled. None: ``default_memory_budget()``.
+        temporaries); whole images that exceed it are tiled. None: ``default_memory_budget()``
+        (on a CPU half of the memory available when the call is planned).
       tile_size: if set, tile every image larger than this along an axis with tiles of this
         side (rounded down to the fuser's ``tile_grid``), whatever the budget allows
         (reproducible tiling; more than twice the overlap); None tiles only what does not fit.
@@ -98,13 +103,37 @@ class Options:
             raise ValueError(f"Options.overlap must be >= 0, got {self.overlap}")
 
 
+# Where Linux reports the memory available to new allocations (MemAvailable).
+_MEMINFO = pathlib.Path("/proc/meminfo")
+# On a CPU, the share of the available host memory a call may plan for: the rest is headroom
+# for the host's own arrays (decoded images, colour conversions) and for other processes.
+CPU_BUDGET_FRACTION = 0.5
+
+
+def available_host_memory() -> int:
+    """Bytes of host memory available now: MemAvailable of /proc/meminfo (Linux), else the free
+    physical pages, else (neither known) half of the physical memory."""
+    try:
+        for line in _MEMINFO.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    page = os.sysconf("SC_PAGE_SIZE")
+    try:
+        return page * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError):
+        return page * os.sysconf("SC_PHYS_PAGES") // 2
+
+
 def default_memory_budget() -> int:
     """Bytes a call may use by default: 90 % of the default accelerator's allocator limit, or
-    on a CPU half of the machine's physical memory (shared with the host's own arrays)."""
+    on a CPU ``CPU_BUDGET_FRACTION`` of the host memory available now (``available_host_memory``),
+    so that what other programs use is left alone."""
     stats = jax.devices()[0].memory_stats()
     if stats and "bytes_limit" in stats:
         return int(0.9 * stats["bytes_limit"])
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    return int(CPU_BUDGET_FRACTION * available_host_memory())
 
 
 class FusedPair(NamedTuple):
@@ -119,22 +148,81 @@ class FusedPair(NamedTuple):
 
 # --- fusers ------------------------------------------------------------------------------------
 
+PROTOCOLS = ("default", "official")
+
+
+def _eight_bit(image: np.ndarray) -> np.ndarray:
+    if image.dtype != np.uint8:
+        raise ValueError(f"protocol 'official' reads 8-bit images, as the official test scripts "
+                         f"do; got {image.dtype}: convert to 8 bits or use protocol 'default'")
+    return image
+
+
+def _pillow_image(image: np.ndarray) -> Image.Image:
+    """An 8-bit (H, W, 1) or (H, W, 3) array as a Pillow "L" or "RGB" image."""
+    image = _eight_bit(image)
+    return Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+
+
+def _opencv_grey(image: np.ndarray) -> np.ndarray:
+    """``cv2.imread(path, cv2.IMREAD_GRAYSCALE)`` of a PNG: a colour one through libpng's grey
+    conversion (``color.libpng_grey``), a grey one as it is. (OpenCV greys other formats with
+    their own codecs' weights, which can differ by one level.)"""
+    image = _eight_bit(image)
+    return image[..., 0] if image.shape[-1] == 1 else color.libpng_grey(image)
+
+
+def _matlab_y_file(image: np.ndarray) -> np.ndarray:
+    """What MambaDFuse reads from its offline ``*_Y`` folders: MATLAB ``rgb2ycbcr``'s
+    studio-range Y of an RGB file rounded to 8 bits, also when R = G = B (black 16, white 235);
+    a one-channel file as it is, as the official CT folder is read."""
+    image = _eight_bit(image)
+    if image.shape[-1] == 1:
+        return image[..., 0]
+    return color.to_8_bits(color.rgb_to_ycbcr(image / 255.0, "studio")[..., 0])
+
+
+def _mambadfuse_official(image_a: np.ndarray, image_b: np.ndarray) -> tuple[np.ndarray, ...]:
+    """test_MambaDFuse.py: ``cv2.imread(path, 0)`` of the grey modality and of the colour
+    one's ``*_Y`` file."""
+    return _opencv_grey(image_a), _matlab_y_file(image_b)
+
+
+def _s4fusion_official(image_a: np.ndarray, image_b: np.ndarray) -> tuple[np.ndarray, ...]:
+    """S4Fusion's test.py: the infrared image through Pillow's ``convert("L")``, the visible
+    one's float Y of ``convert("RGB")`` (``color.float32_luma``)."""
+    infrared = np.asarray(_pillow_image(image_a).convert("L"))
+    return infrared, color.float32_luma(np.asarray(_pillow_image(image_b).convert("RGB")))
+
+
+def _fusionmamba_official(image_a: np.ndarray, image_b: np.ndarray) -> tuple[np.ndarray, ...]:
+    """FusionMamba's test.py: ``cv2.imread(path, cv2.IMREAD_GRAYSCALE)`` of both (then resized
+    to ``resize_to``)."""
+    return _opencv_grey(image_a), _opencv_grey(image_b)
+
 
 @dataclasses.dataclass(frozen=True)
 class _ModelConventions:
     quantize_y: bool
     output: baselines.Output
+    official_grey: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, ...]]
+    official_size: int | None = None
 
 
 # What each model's official data pipeline does around the network (architectures.md 1.7, 2.8,
-# 3.7; parity.md section 2); the Y range is fusionjax.color.MODEL_Y_CONVENTION.
+# 3.7; parity.md sections 2 and 8); the Y range is fusionjax.color.MODEL_Y_CONVENTION. The
+# official_* fields are its test script's own reading and size (model_fuser's "official").
 _MODEL_CONVENTIONS = {
     # Reads 8-bit *_Y PNG files; tensor2uint clamps and rounds.
-    "mambadfuse": _ModelConventions(quantize_y=True, output="clip"),
-    # Reads OpenCV BGR2GRAY uint8; the test clamps, min-max stretches per image and truncates.
-    "fusionmamba": _ModelConventions(quantize_y=True, output="stretch"),
+    "mambadfuse": _ModelConventions(quantize_y=True, output="clip",
+                                    official_grey=_mambadfuse_official),
+    # Reads OpenCV grey uint8, resized to 256 x 256; the test clamps, min-max stretches per
+    # image and truncates, and saves at 256 x 256.
+    "fusionmamba": _ModelConventions(quantize_y=True, output="stretch",
+                                     official_grey=_fusionmamba_official, official_size=256),
     # Computes Y in float from RGB; save_image clamps and rounds.
-    "s4fusion": _ModelConventions(quantize_y=False, output="clip"),
+    "s4fusion": _ModelConventions(quantize_y=False, output="clip",
+                                  official_grey=_s4fusion_official),
 }
 
 # Mamba scans carry state across the whole image, so no overlap reproduces whole-image
@@ -163,7 +251,8 @@ def _swapped_apply(params: models.Params, a: jax.Array, b: jax.Array) -> jax.Arr
 
 
 def model_fuser(
-    model: models.Params | nnx.Module, *, name: str | None = None, swap_inputs: bool = False
+    model: models.Params | nnx.Module, *, name: str | None = None, swap_inputs: bool = False,
+    protocol: str = "default",
 ) -> Fuser:
     """A fuser for a fusionjax model, in evaluation mode, with its family's conventions.
 
@@ -172,7 +261,14 @@ def model_fuser(
       name: for folders and tables; default the model family ("mambadfuse", ...).
       swap_inputs: call the model as ``model(b, a)``: for official FusionMamba infrared-visible
         weights, trained as model(visible, infrared). fusionjax-trained models take (a, b).
+      protocol: "default": the colour pipeline of the module docstring (colour sources fused
+        as Y and recoloured, outputs at the sources' size). "official": what the model
+        family's official test script does from the image files, to reproduce its saved PNG:
+        its own 8-bit grey reading, FusionMamba's resize to 256 x 256 (and output at that
+        size), its output rounding; saved grey (README "Fusing").
     """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     params = model if isinstance(model, models.Params) else models.Params(*nnx.split(model))
     module = params.module()  # a copy: eval() below leaves the caller's model as it is
     family = type(module).__module__.rsplit(".", 1)[-1]
@@ -181,6 +277,7 @@ def model_fuser(
                          f"(family {family!r}); known: {sorted(_MODEL_CONVENTIONS)}")
     module.eval()
     conventions = _MODEL_CONVENTIONS[family]
+    official = protocol == "official"
     return Fuser(
         name=name or family,
         apply=_swapped_apply if swap_inputs else models.apply,
@@ -189,6 +286,8 @@ def model_fuser(
         quantize_y=conventions.quantize_y,
         output=conventions.output,
         overlap=MODEL_OVERLAP,
+        read_grey=conventions.official_grey if official else None,
+        resize_to=conventions.official_size if official else None,
         **_sampling_grid(module),
     )
 
@@ -250,9 +349,8 @@ def fuse_chroma(chroma_a: np.ndarray, chroma_b: np.ndarray,
 
 def _planes(fuser: Fuser, name: str, image_a: np.ndarray, image_b: np.ndarray,
             source_a: str, source_b: str) -> _Planes:
-    """Y planes as training prepares them (``pipeline.to_model_input``: a colour ``a`` gives
-    its full-range Y, as the models read that side with OpenCV's grey conversion; ``b`` its Y in
-    the fuser's convention) and the chroma of the colour source(s) in the fuser's convention.
+    """The planes to fuse: ``_colour_planes``, or ``_grey_planes`` for a fuser that reads as an
+    official test script does (``Fuser.read_grey``).
 
     Args:
       image_a, image_b: (H, W, C) as ``io.decode_image`` returns them.
@@ -263,12 +361,33 @@ def _planes(fuser: Fuser, name: str, image_a: np.ndarray, image_b: np.ndarray,
         raise ValueError(f"size mismatch: {source_a} is {width_a}x{height_a} (WxH) but "
                          f"{source_b} is {width_b}x{height_b}")
     try:
-        converted = pipeline.to_model_input(
-            {"img_a": image_a, "img_b": image_b, "name": name}, fuser.y_convention,
-            quantize=fuser.quantize_y)
-        _, chroma_a = color.to_fusion_input(image_a, fuser.y_convention)
+        if fuser.read_grey is not None:
+            return _grey_planes(fuser, image_a, image_b)
+        return _colour_planes(fuser, name, image_a, image_b)
     except ValueError as error:
         raise ValueError(f"{error} (files {source_a}, {source_b})") from None
+
+
+def _grey_planes(fuser: Fuser, image_a: np.ndarray, image_b: np.ndarray) -> _Planes:
+    """``fuser.read_grey``'s greys, resized to ``fuser.resize_to`` if set, in [0, 1]; no chroma."""
+    greys = fuser.read_grey(image_a, image_b)
+    if fuser.resize_to is not None:
+        size = (fuser.resize_to, fuser.resize_to)
+        greys = [np.asarray(Image.fromarray(grey).resize(size, Image.Resampling.BICUBIC))
+                 for grey in greys]
+    y_a, y_b = (grey.astype(np.float32) / np.float32(255) if grey.dtype == np.uint8
+                else grey.astype(np.float32) for grey in greys)
+    return _Planes(y_a, y_b, None)
+
+
+def _colour_planes(fuser: Fuser, name: str, image_a: np.ndarray, image_b: np.ndarray) -> _Planes:
+    """Y planes as training prepares them (``pipeline.to_model_input``: a colour ``a`` gives
+    its full-range Y, as the models read that side with OpenCV's grey conversion; ``b`` its Y in
+    the fuser's convention) and the chroma of the colour source(s) in the fuser's convention."""
+    converted = pipeline.to_model_input(
+        {"img_a": image_a, "img_b": image_b, "name": name}, fuser.y_convention,
+        quantize=fuser.quantize_y)
+    _, chroma_a = color.to_fusion_input(image_a, fuser.y_convention)
     chroma_b = (np.concatenate([converted["cb"], converted["cr"]], -1)
                 if "cb" in converted else None)
     if chroma_a is None or chroma_b is None:
@@ -291,6 +410,8 @@ def _to_uint8(fuser: Fuser, fused_y: np.ndarray, chroma: np.ndarray | None) -> n
 
 
 def _bucket_shape(fuser: Fuser, height: int, width: int, options: Options) -> tuple[int, int]:
+    if fuser.resize_to is not None:  # the planes of every pair are resized to this square
+        height = width = fuser.resize_to
     multiple = math.lcm(options.bucket_multiple, fuser.size_multiple)
     return tuple(-(-max(side, fuser.min_size) // multiple) * multiple for side in (height, width))
 
@@ -483,47 +604,111 @@ def check_outputs(paths: Sequence[pathlib.Path], *, overwrite: bool) -> None:
                               f"{', '.join(existing[:5])}{more}; pass overwrite=True to replace")
 
 
+class InputError(ValueError):
+    """The pairs to fuse cannot be read: an unreadable or unsupported image, a missing partner,
+    sizes that differ, repeated pair names, a file given with a folder. The message names the
+    file."""
+
+
+@contextlib.contextmanager
+def _reading_inputs() -> Iterator[None]:
+    """Re-raises the ValueErrors of reading and pairing the inputs as ``InputError``."""
+    try:
+        yield
+    except InputError:
+        raise
+    except ValueError as error:
+        raise InputError(str(error)) from error
+
+
+def _check_existing_rule(overwrite: bool, skip_existing: bool) -> None:
+    if overwrite and skip_existing:
+        raise ValueError("overwrite and skip_existing exclude each other: either replace the "
+                         "existing outputs or keep them")
+
+
 def fuse_source(fuser: Fuser, source: Sequence[dict], out_dir: PathLike, *,
                 options: Options = Options(), overwrite: bool = False,
-                progress: bool = True) -> list[pathlib.Path]:
+                skip_existing: bool = False, progress: bool = True) -> list[pathlib.Path]:
     """Fuses every pair of a record source (``FusionJob``) into ``out_dir/<name>.png``.
 
-    Returns the written paths, sorted by pair name.
+    Every pair is read before any is fused. Outputs that exist already are an error, raised
+    before anything is fused, unless ``overwrite`` (replace them) or ``skip_existing`` (keep
+    them and fuse only the pairs whose outputs are missing: completes an interrupted folder).
+
+    Returns the paths of every pair's output (written or kept), sorted by pair name.
+
+    Raises:
+      InputError: a pair cannot be read (the message names the file).
+      FileExistsError: outputs exist and neither ``overwrite`` nor ``skip_existing``.
     """
-    job = FusionJob(fuser, source, options, progress=progress)
+    _check_existing_rule(overwrite, skip_existing)
+    with _reading_inputs():
+        pairs = inventory(source)
     out_dir = pathlib.Path(out_dir)
-    paths = {name: out_dir / f"{name}.png" for name in job.names}
-    check_outputs(list(paths.values()), overwrite=overwrite)
-    for pair in job:
+    paths = {pair.name: out_dir / f"{pair.name}.png" for pair in pairs}
+    if skip_existing:
+        pairs = [pair for pair in pairs if not paths[pair.name].exists()]
+    else:
+        check_outputs(list(paths.values()), overwrite=overwrite)
+    for pair in FusionJob(fuser, source, options, pairs=pairs, progress=progress):
         write_png(pair.fused, paths[pair.name], overwrite=overwrite)
     return [paths[name] for name in sorted(paths)]
 
 
 def fuse_folders(fuser: Fuser, dir_a: PathLike, dir_b: PathLike, out_dir: PathLike, *,
                  prefix_a: str = "", prefix_b: str = "", options: Options = Options(),
-                 overwrite: bool = False, progress: bool = True) -> list[pathlib.Path]:
+                 overwrite: bool = False, skip_existing: bool = False,
+                 progress: bool = True) -> list[pathlib.Path]:
     """Fuses the pairs of two folders, matched by file name (``io.pair_folders``; prefixes are
     stripped from the stems), into ``out_dir``, as ``fuse_source``."""
-    source = io.PairedFolderSource.from_folders(dir_a, dir_b, prefix_a=prefix_a,
-                                                prefix_b=prefix_b)
+    with _reading_inputs():
+        source = io.PairedFolderSource.from_folders(dir_a, dir_b, prefix_a=prefix_a,
+                                                    prefix_b=prefix_b)
     return fuse_source(fuser, source, out_dir, options=options, overwrite=overwrite,
-                       progress=progress)
+                       skip_existing=skip_existing, progress=progress)
 
 
 def fuse_pair(fuser: Fuser, path_a: PathLike, path_b: PathLike, out_path: PathLike, *,
               options: Options = Options(), overwrite: bool = False,
-              progress: bool = True) -> pathlib.Path:
+              skip_existing: bool = False, progress: bool = True) -> pathlib.Path:
     """Fuses one pair of image files into the PNG ``out_path`` (a progress bar over the tiles
-    of a tiled image)."""
+    of a tiled image); an existing ``out_path`` as in ``fuse_source``."""
+    _check_existing_rule(overwrite, skip_existing)
     out_path = pathlib.Path(out_path)
+    if skip_existing and out_path.exists():
+        return out_path
     check_outputs([out_path], overwrite=overwrite)
     paths = [pathlib.Path(path) for path in (path_a, path_b)]
     for path in paths:
         if not path.is_file():
             raise FileNotFoundError(f"image file not found: {path}")
     source = io.PairedFolderSource([io.ImagePair(out_path.stem, *paths)])
-    pair, = FusionJob(fuser, source, options, progress=progress)
+    with _reading_inputs():
+        pairs = inventory(source)
+    pair, = FusionJob(fuser, source, options, pairs=pairs, progress=progress)
     return write_png(pair.fused, out_path, overwrite=overwrite)
+
+
+def fuse_paths(fuser: Fuser, input_a: PathLike, input_b: PathLike, output: PathLike,
+               **keywords) -> list[pathlib.Path]:
+    """Fuses two image files into the PNG ``output`` (into ``output/<name of a>.png`` when
+    ``output`` is a folder), or two folders into the folder ``output``: ``fuse_pair`` or
+    ``fuse_folders``, whose keyword arguments it takes. Returns the outputs."""
+    path_a, path_b = pathlib.Path(input_a), pathlib.Path(input_b)
+    for path in (path_a, path_b):
+        if not path.exists():
+            raise FileNotFoundError(f"input not found: {path}")
+    if path_a.is_dir() and path_b.is_dir():
+        return fuse_folders(fuser, path_a, path_b, output, **keywords)
+    if path_a.is_dir() or path_b.is_dir():
+        kind = lambda path: "folder" if path.is_dir() else "file"
+        raise InputError(f"give two image files or two folders; {path_a} is a {kind(path_a)} "
+                         f"and {path_b} a {kind(path_b)}")
+    output = pathlib.Path(output)
+    if output.is_dir():
+        output = output / f"{path_a.stem}.png"
+    return [fuse_pair(fuser, path_a, path_b, output, **keywords)]
 
 
 def dataset_source(name: str, split: str, data_dir: PathLike) -> Sequence[dict]:

@@ -5,6 +5,7 @@ import pathlib
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from fusionjax import color
 from fusionjax.data import io
@@ -174,7 +175,48 @@ def test_full_y_matches_s4fusion_official_preprocessing():
             continue
         (top, bottom), (left, right) = info["output_crop_rows_cols"]
         fed = np.load(REFERENCE / "s4fusion" / "ivf" / f"{info['name']}_vi.npy")[0, 0]
-        y, _ = color.to_fusion_input(_centre_crop(info["vi_source"], info), "full")
+        visible = _centre_crop(info["vi_source"], info)
+        y, _ = color.to_fusion_input(visible, "full")
         np.testing.assert_allclose(y[..., 0], fed[top:bottom, left:right], atol=1e-6)
+        # S4Fusion's own float32 arithmetic, bit for bit (its official protocol).
+        np.testing.assert_array_equal(color.float32_luma(visible), fed[top:bottom, left:right])
         checked += 1
     assert checked == 4
+
+
+def _fusionmamba_fed(task: str, name: str, side: str) -> tuple[dict, np.ndarray]:
+    """(the case's json, its official network input ``side`` as 8-bit levels)."""
+    folder = REFERENCE / "fusionmamba" / task
+    if not folder.is_dir():
+        pytest.skip(f"reference fixtures not found at {folder}")
+    fed = np.load(folder / f"{name}_{side}.npy")[0, 0] * 255.0
+    np.testing.assert_array_equal(fed, np.round(fed))
+    return json.loads((folder / f"{name}.json").read_text()), fed.astype(np.uint8)
+
+
+def test_libpng_grey_is_what_fusionmamba_read_from_colour_pngs():
+    """cv2.imread(..., IMREAD_GRAYSCALE) of a colour PNG: a PET scan fed as it is, a RoadScene
+    visible image then resized to 256 x 256 (Pillow bicubic), as FusionMamba's test.py does."""
+    info, fed = _fusionmamba_fed("pet_mri", "25015", "B")
+    pet = io.read_image(io.sample_dir() / info["B_source"])
+    np.testing.assert_array_equal(color.libpng_grey(pet), fed)
+    # Rounded BT.601 luma is one level off on 8 % of this scan's pixels.
+    rounded = color.to_8_bits(color.rgb_to_ycbcr(pet / 255.0, "full")[..., 0])
+    assert np.mean(rounded != fed) > 0.05
+
+    info, fed = _fusionmamba_fed("ivf", "FLIR_00211", "A")
+    visible = color.libpng_grey(io.read_image(io.sample_dir() / info["A_source"]))
+    assert visible.shape == (301, 496)
+    resized = Image.fromarray(visible).resize((256, 256), Image.Resampling.BICUBIC)
+    np.testing.assert_array_equal(np.asarray(resized), fed)
+
+
+def test_libpng_grey_and_float32_luma_keep_grey_and_take_only_8_bit_rgb():
+    levels = np.arange(256, dtype=np.uint8)
+    grey_as_rgb = np.repeat(levels[:, None], 3, axis=-1)
+    np.testing.assert_array_equal(color.libpng_grey(grey_as_rgb), levels)
+    np.testing.assert_allclose(color.float32_luma(grey_as_rgb), levels / 255.0, atol=1e-7)
+    for bad in (grey_as_rgb.astype(np.uint16), grey_as_rgb[:, :1]):
+        for function in (color.libpng_grey, color.float32_luma):
+            with pytest.raises(ValueError, match="expected 8-bit RGB"):
+                function(bad)

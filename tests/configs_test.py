@@ -1,5 +1,6 @@
 """Every config file loads (paper size and its documented :args), with what it names existing."""
 
+import dataclasses
 import functools
 import pathlib
 
@@ -103,9 +104,43 @@ def test_parse_arg():
 def test_shrink_needs_the_tiny_model():
   config = config_lib.base_config(config_lib.model_config("mambadfuse"))
   with pytest.raises(ValueError, match="tiny model"):
-    config_lib.shrink(config)
+    config_lib.shrink(config, train_split="test")
 
 
 def test_model_config_refuses_unknown_fields():
   with pytest.raises(ValueError, match="unknown fields"):
     config_lib.model_config("mambadfuse", tiny=True, embed_dimension=8)
+
+
+def test_model_variant_is_chosen_by_name_without_mixing_defaults():
+  """--config.model.name picks a variant: its own defaults, explicit fields on top."""
+  path = REPO / "configs" / "fusionmamba_med.py"
+  config = config_lib.resolve(_parse_command_line(
+      f"--config={path}", "--config.model.name=fusionmamba_ct_mri"))
+  ct_mri = dataclasses.asdict(models.resolve_config("fusionmamba_ct_mri")[1])
+  assert config.model.to_dict() == {"name": "fusionmamba_ct_mri", **ct_mri}
+  assert config.model.depths == (2, 2, 1, 2) and config.model.decoder_depths == (2, 1, 2, 2)
+  # The tiny config's variant leaks nothing into another variant either.
+  config = config_lib.resolve(_parse_command_line(
+      f"--config={path}:tiny", "--config.model.name=fusionmamba_ct_mri",
+      "--config.model.d_state=8"))
+  assert config.model.to_dict() == {"name": "fusionmamba_ct_mri", **ct_mri, "d_state": 8}
+  assert config.model.embed_dim == 96  # the tiny variant's 8 does not leak
+
+
+def test_model_name_of_another_family_or_unknown_is_refused():
+  path = REPO / "configs" / "fusionmamba_med.py"
+  with pytest.raises(config_lib.ConfigError, match="is a mambadfuse model but this config"):
+    config_lib.resolve(_parse_command_line(f"--config={path}", "--config.model.name=mambadfuse"))
+  with pytest.raises(config_lib.ConfigError, match="unknown model 'fusionmamba_ct'"):
+    config_lib.resolve(_parse_command_line(f"--config={path}",
+                                           "--config.model.name=fusionmamba_ct"))
+
+
+def test_medical_smoke_runs_evaluate_on_pairs_they_did_not_train_on():
+  for name in TASK_CONFIGS:
+    for task in ("ct", "pet", "spect"):
+      data = load(name, f"tiny,task={task}").data
+      train = {record["name"] for record in input_lib.pair_source(data, data.train_split)}
+      evaluated = {record["name"] for record in input_lib.pair_source(data, data.eval_split)}
+      assert train and evaluated and not train & evaluated

@@ -8,6 +8,7 @@ from PIL import Image
 
 from fusionjax import evaluation, fuse, metrics
 from fusionjax.data import io
+from fusionjax.training import reports
 
 METHODS = ["mean", "max_absolute"]
 
@@ -90,3 +91,14 @@ def test_grey_levels_of_any_depth():
     np.testing.assert_array_equal(evaluation.grey_levels(levels / 65535.0), [[0, 255], [1, 128]])
     rgb = np.zeros((1, 1, 3), np.uint8) + np.array([255, 0, 0], np.uint8)
     np.testing.assert_array_equal(evaluation.grey_levels(rgb), [[76]])  # round(0.299 * 255)
+
+
+def test_a_complete_report_reads_back_as_written(split, tmp_path):
+    """What a rerun reuses (training.evaluate_run(skip_existing=True)): the same rows and table;
+    an incomplete report is not reused."""
+    report = evaluation.evaluate(METHODS, split, tmp_path / "report", grid_pairs=1,
+                                 progress=False)
+    again = reports.read_report(tmp_path / "report")
+    assert again == report
+    report.grid_path.unlink()
+    assert reports.read_report(tmp_path / "report") is None

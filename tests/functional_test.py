@@ -109,3 +109,20 @@ def test_every_model_fuses_through_init_and_apply(name):
   first, second = fused(params, a, b), fused(params, a, b)
   assert first.shape == (1, 37, 45, 1) and bool(jnp.all(jnp.isfinite(first)))
   np.testing.assert_array_equal(first, second)
+
+
+def test_apply_refuses_mismatched_or_non_finite_inputs():
+  params = models.init(0, mambadfuse.TinyConfig(scan_impl="reference"))
+  a = jax.random.uniform(jax.random.key(2), (1, 6, 5, 1))
+  with pytest.raises(ValueError, match=r"same shape; got a \(1, 6, 5, 1\) and b \(1, 4, 5, 1\)"):
+    models.apply(params, a, a[:, :4])
+  with pytest.raises(ValueError, match=r"b must be \(batch, H, W, 1\)"):
+    models.apply(params, a, a[..., 0])
+  with pytest.raises(ValueError, match="a contains NaN"):
+    models.apply(params, a.at[0, 3, 2, 0].set(jnp.nan), a)
+  with pytest.raises(ValueError, match="b contains NaN or infinite"):
+    models.apply(params, a, np.asarray(a.at[0, 0, 0, 0].set(jnp.inf)))
+  # Under tracing the shapes are still checked; values cannot be, and tracing works.
+  with pytest.raises(ValueError, match="same shape"):
+    jax.jit(models.apply)(params, a, a[:, :4])
+  assert jax.eval_shape(models.apply, params, a, a).shape == a.shape

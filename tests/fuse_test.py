@@ -1,6 +1,7 @@
 """Inference: tiling and blending, memory budget, sizes, colour, 16-bit, batching, files, errors."""
 
 import dataclasses
+import os
 
 import jax
 import jax.numpy as jnp
@@ -275,7 +276,7 @@ def test_dataset_split(tmp_path):
 def test_missing_partner_is_named(tmp_path):
     dir_a, dir_b = _write_pairs(tmp_path, [(20, 20), (20, 20)])
     (dir_b / "p1.png").unlink()
-    with pytest.raises(ValueError, match=r"no partner.*p1"):
+    with pytest.raises(fuse.InputError, match=r"no partner.*p1"):
         fuse.fuse_folders(baselines.get("mean"), dir_a, dir_b, tmp_path / "out")
 
 
@@ -300,7 +301,7 @@ def test_bad_pair_is_named_and_nothing_is_written(tmp_path, breakage, message):
         _save(np.zeros((21, 20), np.uint8), bad)
     else:
         _save(np.zeros((20, 20, 4), np.uint8), bad)
-    with pytest.raises(ValueError, match=message) as error:
+    with pytest.raises(fuse.InputError, match=message) as error:
         fuse.fuse_folders(baselines.get("mean"), dir_a, dir_b, tmp_path / "out", progress=False)
     assert str(bad) in str(error.value)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
@@ -325,6 +326,50 @@ def test_existing_outputs_are_kept_unless_overwrite(tmp_path):
                               progress=False)
     assert _read_png(paths[1]).shape == (20, 20)
     assert sorted(path.name for path in out.iterdir()) == ["p0.png", "p1.png"]  # no temp files
+
+
+def test_skip_existing_completes_a_folder_and_keeps_what_is_there(tmp_path):
+    dir_a, dir_b = _write_pairs(tmp_path, [(20, 20), (20, 20), (20, 20)])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "p1.png").write_bytes(b"precious")
+    paths = fuse.fuse_folders(baselines.get("mean"), dir_a, dir_b, out, skip_existing=True,
+                              progress=False)
+    assert [path.name for path in paths] == ["p0.png", "p1.png", "p2.png"]
+    assert (out / "p1.png").read_bytes() == b"precious"
+    assert _read_png(out / "p2.png").shape == (20, 20)
+    assert fuse.fuse_pair(baselines.get("mean"), dir_a / "p1.png", dir_b / "p1.png",
+                          out / "p1.png", skip_existing=True) == out / "p1.png"
+    assert (out / "p1.png").read_bytes() == b"precious"
+    with pytest.raises(ValueError, match="exclude each other"):
+        fuse.fuse_folders(baselines.get("mean"), dir_a, dir_b, out, skip_existing=True,
+                          overwrite=True)
+
+
+def test_fuse_paths_takes_two_files_or_two_folders(tmp_path):
+    dir_a, dir_b = _write_pairs(tmp_path, [(20, 20), (20, 20)])
+    mean = baselines.get("mean")
+    assert len(fuse.fuse_paths(mean, dir_a, dir_b, tmp_path / "folders", progress=False)) == 2
+    (tmp_path / "files").mkdir()
+    written, = fuse.fuse_paths(mean, dir_a / "p0.png", dir_b / "p0.png", tmp_path / "files")
+    assert written == tmp_path / "files" / "p0.png" and written.is_file()
+    with pytest.raises(fuse.InputError, match="two image files or two folders"):
+        fuse.fuse_paths(mean, dir_a, dir_b / "p0.png", tmp_path / "mixed")
+    with pytest.raises(FileNotFoundError, match="input not found: .*nowhere"):
+        fuse.fuse_paths(mean, dir_a, tmp_path / "nowhere", tmp_path / "missing")
+
+
+def test_cpu_memory_budget_follows_the_available_memory(tmp_path, monkeypatch):
+    if jax.devices()[0].memory_stats():
+        pytest.skip("an accelerator's budget comes from its allocator")
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       24000000 kB\nMemFree:  100 kB\n"
+                       "MemAvailable:    4000000 kB\n")
+    monkeypatch.setattr(fuse, "_MEMINFO", meminfo)
+    assert fuse.default_memory_budget() == 2_000_000 * 1024  # half of what is available
+    monkeypatch.setattr(fuse, "_MEMINFO", tmp_path / "absent")
+    assert 0 < fuse.available_host_memory() <= os.sysconf("SC_PAGE_SIZE") * os.sysconf(
+        "SC_PHYS_PAGES")
 
 
 def test_failed_write_leaves_nothing(tmp_path):

@@ -217,6 +217,16 @@ def test_bad_images_raise_value_errors_naming_the_problem(a, b, f, message):
         metrics.evaluate(a, b, f, metrics=["MSE"])
 
 
+def test_unit_scale_data_is_refused_with_a_hint():
+    """0..1 floats where 0..255 is due would score EN about 0.01: refused, in both entry points."""
+    a, b, f = (_texture(seed, (48, 48)) / 255 for seed in (50, 51, 52))
+    with pytest.raises(ValueError, match="float values in \\[0, 1\\].*multiply 0..1 images by 255"):
+        metrics.evaluate(a, b, f)
+    with pytest.raises(ValueError, match="triple 0: a, b and f all hold float values in"):
+        metrics.evaluate_batch([a], [b], [f], metrics=["EN"])
+    assert metrics.evaluate(a * 255, b * 255, f * 255, metrics=["EN"])["EN"] > 1
+
+
 def test_colour_input_error_suggests_conversion():
     with pytest.raises(ValueError, match="rgb_to_grey"):
         metrics.entropy(np.zeros((8, 8, 3)))

@@ -139,7 +139,8 @@ def evaluate(a, b, f, *, convention: Convention = "python", metrics: Sequence[st
       {key: value} in the order of ``metrics``.
     Raises:
       ValueError: bad images (not 2-D, shapes differ, NaN/inf, values outside
-        0..255, too small for a selected metric), unknown metric or convention.
+        0..255, all three float images within [0, 1], i.e. 0..1 data: multiply
+        by 255; too small for a selected metric), unknown metric or convention.
     """
     convention = check_convention(convention)
     names = _select(metrics)

@@ -69,16 +69,31 @@ def as_grey_image(image, name: str) -> np.ndarray:
     return _check_values(array, name)
 
 
+def _check_not_unit_scale(arrays: tuple[np.ndarray, ...]) -> None:
+    """Refuses a triple of float images that all lie in [0, 1] with fractional values: 0..1
+    data where grey levels on 0..255 are due (EN and MI would see one or two grey levels; real
+    0..255 images that dark in all three do not occur). Blank 0/1 images pass."""
+    if all(np.issubdtype(x.dtype, np.floating) and float(np.max(x)) <= 1.0 for x in arrays) and any(
+        np.any(x != np.round(x)) for x in arrays
+    ):
+        raise ValueError(
+            "a, b and f all hold float values in [0, 1], but the metrics expect grey levels "
+            "on the 0..255 scale; multiply 0..1 images by 255 (or pass uint8 images)"
+        )
+
+
 def as_grey_triple(a, b, f) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Checks two source images and a fused image; returns them as float64 (H, W) arrays.
 
     Raises:
-      ValueError: as :func:`as_grey_image`, or when the three shapes differ.
+      ValueError: as :func:`as_grey_image`, when the three shapes differ, or when all three are
+        float images with values in [0, 1] (0..1 data: the metrics need 0..255).
     """
     images = tuple(as_grey_image(x, name) for x, name in ((a, "a"), (b, "b"), (f, "f")))
     shapes = [x.shape for x in images]
     if len(set(shapes)) != 1:
         raise ValueError(f"a, b and f must have the same shape; got a {shapes[0]}, b {shapes[1]}, f {shapes[2]}")
+    _check_not_unit_scale(tuple(np.asarray(x) for x in (a, b, f)))
     return images
 
 

@@ -1,0 +1,106 @@
+"""run.py's command line: bad input is one `run.py: error:` line and exit status 2 (no model is
+compiled for any of these), and fusing with converted weights needs no config or run."""
+
+import importlib.util
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fusionjax import convert, models
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+MED_TINY = f"--config={REPO / 'configs/fusionmamba_med.py'}:tiny"
+
+
+def _run(*args: str, cwd: pathlib.Path = REPO) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, str(REPO / "run.py"), *args], cwd=cwd,
+                        env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True,
+                        text=True, timeout=300)
+
+
+def _write_pairs(folder: pathlib.Path, names=("p0", "p1"), shape=(24, 20)) -> tuple:
+  rng = np.random.default_rng(0)
+  for modality in ("a", "b"):
+    (folder / modality).mkdir(parents=True, exist_ok=True)
+    for name in names:
+      Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(
+          folder / modality / f"{name}.png")
+  return folder / "a", folder / "b"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config=configs/nope.py"], "config file not found: configs/nope.py"),
+    ([MED_TINY, "--config.optim.learnig_rate=1"],
+     '--config.optim.learnig_rate: the config has no field \'learnig_rate\'; did you mean '
+     '"learning_rate"?'),
+    ([MED_TINY.replace(":tiny", ":tyni")], "unknown config argument 'tyni'"),
+    ([MED_TINY, "--config.model.name=fusionmamba_huge", "--mode=eval"],
+     "unknown model 'fusionmamba_huge'"),
+    ([MED_TINY, "--mode=eval", "--input_a=x"], "--mode=eval does not use --input_a"),
+    ([MED_TINY, "--mode=train", "--skip_existing"], "--mode=train does not use --skip_existing"),
+    ([MED_TINY, "--overwrite", "--skip_existing"], "exclude each other"),
+    ([MED_TINY, "--mode=fuse", "--input_a=nowhere_a", "--input_b=nowhere_b"],
+     "input not found: nowhere_a"),
+    ([MED_TINY, "--mode=fuse", "--memory_budget=lots"], "--memory_budget=lots: give bytes"),
+    (["--mode=eval"], "--config is required"),
+    (["--weights=.", "--mode=eval"], "--weights only fuses"),
+    (["--weights=.", "--input_a=x", "--input_b=y"],
+     "--weights needs --input_a, --input_b and --output"),
+])
+def test_bad_command_lines_are_one_line_errors(args, message):
+  result = _run(*args)
+  assert result.returncode == 2, result.stderr[-2000:]
+  errors = [line for line in result.stderr.splitlines() if line.startswith("run.py: error: ")]
+  assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
+  assert "Traceback" not in result.stderr
+
+
+def test_bad_pairs_with_weights_are_one_line_errors(tmp_path):
+  """Missing partners and sizes that differ are named before the model is compiled."""
+  weights = tmp_path / "weights"
+  convert.save_params(models.init(0, "mambadfuse_tiny"), weights, "mambadfuse_tiny",
+                      models.resolve_config("mambadfuse_tiny")[1])
+  dir_a, dir_b = _write_pairs(tmp_path)
+  Image.fromarray(np.zeros((25, 20), np.uint8)).save(dir_b / "p1.png")
+  (dir_b / "p0.png").rename(dir_b / "q0.png")
+  result = _run(f"--weights={weights}", f"--input_a={dir_a}", f"--input_b={dir_b}",
+                f"--output={tmp_path / 'out'}")
+  assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+  assert "run.py: error: " in result.stderr and "p0" in result.stderr
+  assert not (tmp_path / "out").exists()
+
+
+def test_fuse_folders_with_converted_weights_and_complete_them(tmp_path):
+  weights = tmp_path / "weights"
+  convert.save_params(models.init(0, "mambadfuse_tiny"), weights, "mambadfuse_tiny",
+                      models.resolve_config("mambadfuse_tiny")[1])
+  dir_a, dir_b = _write_pairs(tmp_path, names=("p0", "p1", "p2"))
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / "p1.png").write_bytes(b"kept")
+  args = [f"--weights={weights}", f"--input_a={dir_a}", f"--input_b={dir_b}", f"--output={out}",
+          "--memory_budget=2GB", "--compilation_cache="]
+  refused = _run(*args)
+  assert refused.returncode == 2 and "--skip_existing" in refused.stderr
+  completed = _run(*args, "--skip_existing", cwd=tmp_path)  # no config, no run folder
+  assert completed.returncode == 0, completed.stderr[-3000:]
+  assert (out / "p1.png").read_bytes() == b"kept"
+  assert np.asarray(Image.open(out / "p2.png")).shape == (24, 20)
+  assert not (tmp_path / "runs").exists()
+
+
+def test_memory_sizes_parse():
+  spec = importlib.util.spec_from_file_location("run_module", REPO / "run.py")
+  run = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(run)
+  assert run.parse_bytes("4GB") == 4 * 10**9
+  assert run.parse_bytes("512MiB") == 512 * 2**20
+  assert run.parse_bytes("1.5 gb") == 1_500_000_000
+  assert run.parse_bytes("1000000") == 10**6
+  with pytest.raises(run.UsageError, match="give bytes"):
+    run.parse_bytes("4 apples")
