@@ -145,6 +145,19 @@ class RunCheckpoints:
             f"{where} does not fit this run's {name!r} (another model or model config?):\n"
             f"{differences}\nUse another --workdir, or the config that trained it.")
 
+  def _check_process_count(self, step: int) -> None:
+    """Raises CheckpointMismatchError unless the data position saved at `step` has a file for
+    this process: grain stores one per process, so a job resumes with the number of
+    processes that saved it."""
+    data = self.directory / str(step) / "data"
+    mine = data / f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+    saved = sorted(data.glob("process_*-of-*.json"))
+    if saved and not mine.exists():
+      saved_count = saved[0].stem.rpartition("-of-")[2]
+      raise CheckpointMismatchError(
+          f"checkpoint {data.parent} was saved by a job of {saved_count} process(es); resume "
+          f"it with {saved_count} (this job has {jax.process_count()})")
+
   def restore(self, step: int, target: TrainState,
               data_iterator: grain.DatasetIterator | None = None) -> TrainState:
     """The state saved at `step`, into `target`'s structure, dtypes and shardings; also moves
@@ -155,6 +168,7 @@ class RunCheckpoints:
     items = {name: ocp.args.StandardRestore(jax.tree.map(_abstract, tree))
              for name, tree in wanted.items() if tree is not None}
     if data_iterator is not None:
+      self._check_process_count(step)
       items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
     restored = self.manager.restore(step, args=ocp.args.Composite(**items))
     return TrainState(**{name: restored[name] if tree is not None else None

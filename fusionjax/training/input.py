@@ -51,22 +51,35 @@ def pair_source(data_config: ml_collections.ConfigDict, split: str) -> Sequence[
   return data.PairedFolderSource(splits[split].pairs(folder))
 
 
+def _process_rows(batch: dict, process_index: int, process_count: int) -> dict:
+  """The rows of a global `batch` that process `process_index` of `process_count` feeds: the
+  `process_index`-th of `process_count` equal contiguous blocks (the order in which
+  `jax.make_array_from_process_local_data` places the processes' rows on the mesh)."""
+  rows = len(batch["img_a"]) // process_count
+  return {key: value[process_index * rows:(process_index + 1) * rows]
+          for key, value in batch.items()}
+
+
 def train_batches(config: ml_collections.ConfigDict) -> grain.DatasetIterator:
-  """An endless, checkpointable iterator of this process's share of every training batch.
+  """An endless, checkpointable iterator of this process's rows of every training batch.
 
   Batches are dicts (fusionjax.data.pipeline) of "img_a", "img_b" (batch / processes,
-  crop, crop, 1) float32 in [0, 1] and "name"; seeded by config.seed, so the same config
-  always gives the same batches.
+  crop, crop, 1) float32 in [0, 1] and "name"; seeded by config.seed. Every process reads the
+  same global batches and keeps its own block of rows, so the same config gives the same
+  global batches whatever the number of processes (and so the same training); the price is
+  that each process decodes every pair of a global batch.
   """
   data_config = config.data
   source = pair_source(data_config, data_config.train_split)
-  return iter(data.train_dataset(
+  global_batches = data.train_dataset(
       source, convention=color.MODEL_Y_CONVENTION[model_family(config.model)],
-      crop_size=data_config.crop_size, batch_size=data_config.batch_size // jax.process_count(),
-      seed=config.seed, augment=data_config.augment,
-      skip_smaller_than_crop=data_config.skip_smaller_than_crop,
+      crop_size=data_config.crop_size, batch_size=data_config.batch_size, seed=config.seed,
+      augment=data_config.augment, skip_smaller_than_crop=data_config.skip_smaller_than_crop,
+      process_index=0, process_count=1,
       read_options=grain.ReadOptions(num_threads=data_config.num_threads,
-                                     prefetch_buffer_size=2 * data_config.batch_size)))
+                                     prefetch_buffer_size=2 * data_config.batch_size))
+  index, count = jax.process_index(), jax.process_count()
+  return iter(global_batches.map(lambda batch: _process_rows(batch, index, count)))
 
 
 def eval_pairs(data_config: ml_collections.ConfigDict,

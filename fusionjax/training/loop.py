@@ -5,6 +5,12 @@ checkpointing), metrics.jsonl and TensorBoard events (train scalars every
 train.log_every_steps, validation metrics every eval.every_steps) and samples/ (validation
 grids). A workdir that has checkpoints is resumed from its latest one: parameters, optimizer,
 EMA, step and data position, so a killed run continues exactly where its checkpoint left it.
+
+In a job of several processes (`sharding.initialize_distributed`) every process runs
+`train_and_evaluate` with the same config and workdir, on a filesystem they all see: each feeds
+its rows of every global batch, all validate the same pairs (so they agree on the best
+checkpoint), checkpoints are saved by all together, and process 0 alone writes config.json,
+the metrics and the samples.
 """
 
 import logging

@@ -1,8 +1,8 @@
 """Data parallelism over every device: one mesh axis, replicated state, batches split on it.
 
-Multi-host: `initialize_distributed()` joins the job's processes when the environment describes
-one; each process then feeds its own slice of every batch (`global_batch`), and the mesh spans
-the devices of all processes.
+Multi-host: `initialize_distributed()` joins the job's processes (told explicitly, or detected
+from SLURM / Open MPI); each process then feeds its own rows of every global batch
+(`global_batch`), and the mesh spans the devices of all processes.
 """
 
 import logging
@@ -17,21 +17,63 @@ _LOG = logging.getLogger(__name__)
 
 DATA_AXIS = "data"
 
-# Variables that make a process one of several: jax.distributed.initialize() reads the first
-# itself; SLURM and Open MPI jobs are detected by it from theirs.
-_PROCESS_COUNT_VARIABLES = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")
+# The variables that describe a job explicitly, as initialize_distributed's arguments do. JAX
+# reads only the first itself; the other two are fusionjax's.
+COORDINATOR_VARIABLE = "JAX_COORDINATOR_ADDRESS"
+NUM_PROCESSES_VARIABLE = "JAX_NUM_PROCESSES"
+PROCESS_ID_VARIABLE = "JAX_PROCESS_ID"
+# Jobs of these schedulers are detected by jax.distributed.initialize() from their variables.
+_SCHEDULER_PROCESS_COUNT_VARIABLES = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")
 
 
-def initialize_distributed() -> bool:
-  """Calls `jax.distributed.initialize()` (auto-detecting its arguments) when the environment
-  sets JAX_COORDINATOR_ADDRESS or describes a SLURM / Open MPI job of more than one process.
+def _integer_variable(name: str) -> int | None:
+  text = os.environ.get(name, "").strip()
+  if not text:
+    return None
+  try:
+    return int(text)
+  except ValueError:
+    raise ValueError(f"{name}={text!r} is not an integer") from None
+
+
+def _scheduler_job() -> bool:
+  """Whether SLURM or Open MPI started this process as one of several."""
+  return any((_integer_variable(name) or 1) > 1 for name in _SCHEDULER_PROCESS_COUNT_VARIABLES)
+
+
+def initialize_distributed(coordinator_address: str | None = None,
+                           num_processes: int | None = None,
+                           process_id: int | None = None) -> bool:
+  """Joins this process to a job of several with `jax.distributed.initialize`.
+
+  Told explicitly by the arguments or, for those not given, the environment variables
+  JAX_COORDINATOR_ADDRESS (host:port of process 0, the same on every process),
+  JAX_NUM_PROCESSES and JAX_PROCESS_ID (0 .. JAX_NUM_PROCESSES - 1, one per process): all three
+  are needed. In a SLURM or Open MPI job of more than one process, those left unset are
+  detected by JAX. Otherwise (a single process) it does nothing.
 
   Must run before any other JAX call. Returns whether it initialised.
+
+  Raises:
+    ValueError: only some of the three are set outside a scheduler's job, or a variable is not
+      an integer.
   """
-  multi_process = any(int(os.environ.get(name, "1")) > 1 for name in _PROCESS_COUNT_VARIABLES)
-  if not (os.environ.get("JAX_COORDINATOR_ADDRESS") or multi_process):
-    return False
-  jax.distributed.initialize()
+  coordinator_address = coordinator_address or os.environ.get(COORDINATOR_VARIABLE) or None
+  if num_processes is None:
+    num_processes = _integer_variable(NUM_PROCESSES_VARIABLE)
+  if process_id is None:
+    process_id = _integer_variable(PROCESS_ID_VARIABLE)
+  given = {COORDINATOR_VARIABLE: coordinator_address, NUM_PROCESSES_VARIABLE: num_processes,
+           PROCESS_ID_VARIABLE: process_id}
+  missing = [name for name, value in given.items() if value is None]
+  if not _scheduler_job():
+    if len(missing) == len(given):
+      return False
+    if missing:
+      raise ValueError(f"a multi-process run needs {', '.join(given)}; missing: "
+                       f"{', '.join(missing)}")
+  jax.distributed.initialize(coordinator_address=coordinator_address,
+                             num_processes=num_processes, process_id=process_id)
   _LOG.info("jax.distributed: process %d of %d", jax.process_index(), jax.process_count())
   return True
 
