@@ -254,7 +254,13 @@ def main(argv):
     _fail(f"unexpected arguments: {' '.join(argv[1:])}")
   # Orbax reports every stage of every save at INFO level through absl's logger.
   logging.getLogger("absl").setLevel(logging.WARNING)
-  sharding.initialize_distributed()
+  try:
+    sharding.initialize_distributed()
+  except ValueError as error:
+    _fail(str(error))
+  if jax.process_count() > 1 and (_WEIGHTS.value or _MODE.value != "train"):
+    _fail(f"a job of {jax.process_count()} processes only trains (--mode=train); evaluate and "
+          "fuse afterwards in one process")
   if _COMPILATION_CACHE.value:
     jax.config.update("jax_compilation_cache_dir", os.path.expanduser(_COMPILATION_CACHE.value))
     # Model initialisation compiles many small programs; cache those too.

@@ -56,13 +56,14 @@ def _free_port() -> int:
     return probe.getsockname()[1]
 
 
-def _command(workdir: pathlib.Path) -> list[str]:
-  return [sys.executable, str(REPO / "run.py"), f"--config={CONFIG}:tiny", "--mode=train",
+def _command(workdir: pathlib.Path, mode: str) -> list[str]:
+  return [sys.executable, str(REPO / "run.py"), f"--config={CONFIG}:tiny", f"--mode={mode}",
           f"--workdir={workdir}", f"--compilation_cache={workdir.parent / 'xla_cache'}",
           *(f"--config.{name}={value}" for name, value in OVERRIDES.items())]
 
 
-def _start(workdir: pathlib.Path, num_processes: int) -> list[subprocess.Popen]:
+def _start(workdir: pathlib.Path, num_processes: int,
+           mode: str = "train") -> list[subprocess.Popen]:
   """The job's processes, each with 4 / num_processes CPU devices; logs in workdir.<i>.log."""
   environment = dict(os.environ, JAX_PLATFORMS="cpu",
                      JAX_NUM_CPU_DEVICES=str(4 // num_processes))
@@ -74,7 +75,7 @@ def _start(workdir: pathlib.Path, num_processes: int) -> list[subprocess.Popen]:
   for process_id in range(num_processes):
     process_variables = dict(job, JAX_PROCESS_ID=str(process_id)) if job else {}
     log = (workdir.parent / f"{workdir.name}.{process_id}.log").open("a")
-    processes.append(subprocess.Popen(_command(workdir), env=environment | process_variables,
+    processes.append(subprocess.Popen(_command(workdir, mode), env=environment | process_variables,
                                       stdout=log, stderr=subprocess.STDOUT))
     log.close()
   return processes
@@ -188,6 +189,18 @@ def test_two_processes_train_and_resume_like_one(tmp_path):
   with checkpointing.RunCheckpoints(job / "checkpoints", config.ckpt) as checkpoints:
     with pytest.raises(CheckpointMismatchError, match="saved by a job of 2 process"):
       checkpoints.restore(NUM_STEPS, state, input_lib.train_batches(config))
+
+
+def test_a_job_of_several_processes_only_trains(tmp_path):
+  workdir = tmp_path / "eval_job"
+  processes = _start(workdir, num_processes=2, mode="eval")
+  try:
+    codes = [process.wait(timeout=RUN_TIMEOUT_S) for process in processes]
+  finally:
+    _kill(processes)
+  assert codes == [2, 2], _log_tails(workdir)
+  assert "only trains (--mode=train)" in _log_tails(workdir)
+  assert "Traceback" not in _log_tails(workdir)
 
 
 @pytest.mark.parametrize("process_index", [0, 1])

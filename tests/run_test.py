@@ -17,10 +17,10 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 MED_TINY = f"--config={REPO / 'configs/fusionmamba_med.py'}:tiny"
 
 
-def _run(*args: str, cwd: pathlib.Path = REPO) -> subprocess.CompletedProcess:
+def _run(*args: str, cwd: pathlib.Path = REPO, **environment: str) -> subprocess.CompletedProcess:
   return subprocess.run([sys.executable, str(REPO / "run.py"), *args], cwd=cwd,
-                        env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True,
-                        text=True, timeout=300)
+                        env=dict(os.environ, JAX_PLATFORMS="cpu", **environment),
+                        capture_output=True, text=True, timeout=300)
 
 
 def _write_pairs(folder: pathlib.Path, names=("p0", "p1"), shape=(24, 20)) -> tuple:
@@ -58,6 +58,12 @@ def test_bad_command_lines_are_one_line_errors(args, message):
   errors = [line for line in result.stderr.splitlines() if line.startswith("run.py: error: ")]
   assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
   assert "Traceback" not in result.stderr
+
+
+def test_incomplete_multi_process_variables_are_a_one_line_error():
+  result = _run(MED_TINY, "--mode=train", JAX_COORDINATOR_ADDRESS="localhost:1")
+  assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+  assert "run.py: error: " in result.stderr and "JAX_NUM_PROCESSES" in result.stderr
 
 
 def test_bad_pairs_with_weights_are_one_line_errors(tmp_path):

@@ -1,8 +1,10 @@
 """Training: steps lower the loss, 8-device steps equal 1-device ones, killed runs resume exactly,
 NaN stops a run, checkpoints keep the latest and the best, bad inputs fail clearly."""
 
+import dataclasses
 import functools
 import hashlib
+import json
 import os
 import pathlib
 import signal
@@ -18,7 +20,7 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
-from fusionjax import config_lib
+from fusionjax import config_lib, models
 from fusionjax.training import (CheckpointMismatchError, NonFiniteLossError, checkpointing,
                                 input as input_lib, sharding, state as state_lib, steps)
 from fusionjax.training.loop import train_and_evaluate
@@ -157,6 +159,9 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
   with pytest.raises(NonFiniteLossError, match=r"step 2: loss (nan|inf).*step 1 in"):
     train_and_evaluate(config, tmp_path)
   assert _finished_steps(tmp_path) == [1]
+  recorded = json.loads((tmp_path / "config.json").read_text())["model"]
+  assert recorded == {"name": "mambadfuse_tiny",
+                      **dataclasses.asdict(models.resolve_config("mambadfuse_tiny")[1])}
   stored = _stored(tmp_path, 1, "model")
   assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(stored)
              if np.issubdtype(np.asarray(leaf).dtype, np.floating))

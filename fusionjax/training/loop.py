@@ -23,7 +23,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from fusionjax import fuse, metrics
+from fusionjax import config_lib, fuse, metrics
 from fusionjax.training import checkpointing, input as input_lib, sharding, steps, validation
 from fusionjax.training import state as state_lib
 from fusionjax.training.metric_writer import MetricWriter
@@ -105,6 +105,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     checkpointing.CheckpointMismatchError: workdir holds checkpoints of another model.
   """
   workdir = pathlib.Path(workdir)
+  config = config_lib.resolve(config)  # model fields left None become the variant's values
   _check_best_metric(config)
   mesh = sharding.make_mesh()
   sharding.check_batch_size(config.data.batch_size, mesh)
