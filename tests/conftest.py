@@ -1,5 +1,10 @@
-"""Test-session setup: 8 simulated CPU devices (for sharding tests) and strict rank promotion."""
+"""Test-session setup: 8 simulated CPU devices (for sharding tests) and strict rank promotion.
 
+With FUSIONJAX_FORBID_SKIPS=1 (as .ci/run sets: CI has ../shared beside the checkout and runs on
+CPU) a skipped test fails, so that parity tests cannot pass CI by skipping.
+"""
+
+import os
 from pathlib import Path
 
 import jax
@@ -9,6 +14,7 @@ jax.config.update("jax_num_cpu_devices", 8)
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
+FORBID_SKIPS = os.environ.get("FUSIONJAX_FORBID_SKIPS") == "1"
 
 
 @pytest.fixture(scope="session")
@@ -17,3 +23,13 @@ def shared_dir() -> Path:
   if not SHARED_DIR.is_dir():
     pytest.skip(f"shared fixtures folder not found at {SHARED_DIR}")
   return SHARED_DIR
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+  report = yield
+  if FORBID_SKIPS and report.skipped and not hasattr(report, "wasxfail"):
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+    report.outcome = "failed"
+    report.longrepr = f"skipped, which FUSIONJAX_FORBID_SKIPS=1 forbids: {reason}"
+  return report

@@ -51,7 +51,7 @@ def _png_rgb16(path: pathlib.Path, height: int = 3, width: int = 4) -> pathlib.P
 def test_samples_are_complete_pairs_listed_in_the_readme():
     files = sorted(SAMPLES.glob("*/*/*/*.png"))
     readme = (SAMPLES / "README.md").read_text()
-    assert len(files) == 24
+    assert len(files) == 36
     assert sum(path.stat().st_size for path in files) < 3_000_000
     for path in files:
         assert f"`{path.relative_to(SAMPLES)}`" in readme

@@ -67,7 +67,7 @@ def train_step(graphs: Graphs, loss_fn: Loss, schedule: optax.Schedule, ema_deca
   if ema is not None:
     ema = optax.incremental_update(nnx.state(model, nnx.Param), ema, step_size=1 - ema_decay)
   metrics = {"loss": loss, **{f"loss/{name}": value for name, value in terms.items()},
-             "grad_norm": optax.global_norm(grads), "learning_rate": learning_rate}
+             "grad_norm": optax.tree.norm(grads), "learning_rate": learning_rate}
   return TrainState(model=nnx.state(model), opt=nnx.state(optimizer), ema=ema), metrics
 
 

@@ -11,11 +11,15 @@ Computation is float32 whatever the input dtype; the output has u's dtype, the l
 float32. Every implementation is differentiable with respect to every array argument.
 """
 
+import functools
+import warnings
 from typing import Literal, get_args
 
 import jax
+import jax.extend.backend
 import jax.numpy as jnp
 
+from fusionjax.kernels.scan import pallas_gpu
 from fusionjax.kernels.scan.associative import scan_associative
 from fusionjax.kernels.scan.chunked import DEFAULT_CHUNK, scan_chunked
 from fusionjax.kernels.scan.pallas_gpu import scan_pallas
@@ -25,14 +29,42 @@ Impl = Literal["auto", "reference", "associative", "chunked", "pallas"]
 IMPLS: tuple[str, ...] = get_args(Impl)
 
 
-def resolve_impl(impl: str, backend: str | None = None) -> str:
-  """Turns "auto" into the fastest correct implementation for `backend` (default: JAX's)."""
+def default_platform() -> str:
+  """JAX's default platform as lowering names it: "cpu", "tpu", "cuda", "rocm", ..."""
+  platform = jax.default_backend()
+  if platform != "gpu":
+    return platform
+  version = jax.extend.backend.get_backend().platform_version.lower()  # e.g. "cuda 12080"
+  return next((name for name in ("cuda", "rocm") if name in version), platform)
+
+
+@functools.cache
+def _pallas_lowers() -> bool:
+  """Whether the Pallas kernels lower for CUDA here; warns once when they do not."""
+  problem = pallas_gpu.cuda_lowering_problem()
+  if problem:
+    warnings.warn(
+        f"fusionjax.kernels: the Pallas selective-scan kernels do not lower with this jax "
+        f"({jax.__version__}; Pallas's Triton lowering is deprecated from jax 0.11), so "
+        f"impl='auto' uses 'chunked'. Reason: {problem}", RuntimeWarning)
+  return problem is None
+
+
+def resolve_impl(impl: str, platform: str | None = None) -> str:
+  """Turns "auto" into the fastest correct implementation for `platform` (default: JAX's).
+
+  "auto" is "pallas" where its kernels compile (CUDA, while jax can lower them), "chunked"
+  everywhere else: on CPU, TPU and GPUs the kernels are not compiled for (ROCm), the Pallas
+  kernels would run in the slow interpreter.
+  """
   if impl not in IMPLS:
     raise ValueError(f"unknown selective-scan impl {impl!r}; choose one of {IMPLS}")
   if impl != "auto":
     return impl
-  backend = backend or jax.default_backend()
-  return "pallas" if backend == "gpu" else "chunked"
+  platform = platform or default_platform()
+  if platform in pallas_gpu.COMPILED_PLATFORMS and _pallas_lowers():
+    return "pallas"
+  return "chunked"
 
 
 def _check_shapes(u, delta, A, B, C, D, z, delta_bias):

@@ -5,6 +5,8 @@ GPU lowering of jax 0.10 that (a) runs the same kernel under `interpret=True` on
 it, (b) cross-lowers for CUDA on a machine without a GPU, and (c) accepts a whole-sequence block
 with the state kept in registers. Mosaic GPU copies blocks to shared memory and needs
 warpgroup-shaped tiles, i.e. a different kernel; all backend-specific code stays in this file.
+The Triton lowering is deprecated from jax 0.11: `cuda_lowering_problem` says when this jax cannot
+lower the kernels any more, so that `impl="auto"` falls back to the chunked scan.
 
 Layout (channels-last): grid (batch, D / block_d). One program owns `block_d` channels of one batch
 element and walks the whole sequence once with its (block_d, N) state in registers. The forward
@@ -22,8 +24,14 @@ import functools
 import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
-from jax.experimental.pallas import triton as plt
 
+try:
+  from jax.experimental.pallas import triton as plt
+except ImportError:  # deprecated from jax 0.11, to be removed
+  plt = None
+
+# Platforms the kernels are compiled for; on every other platform they run interpreted.
+COMPILED_PLATFORMS = ("cuda",)
 CHUNK = 64
 MAX_BLOCK_D = 32
 NUM_WARPS = 4
@@ -171,9 +179,9 @@ def _on_platform(call, interpret, *args):
   """
   if interpret is not None:
     return call(*args, interpret=interpret)
+  compiled = dict.fromkeys(COMPILED_PLATFORMS, functools.partial(call, interpret=False))
   return jax.lax.platform_dependent(
-      *args, cuda=functools.partial(call, interpret=False),
-      default=functools.partial(call, interpret=True))
+      *args, **compiled, default=functools.partial(call, interpret=True))
 
 
 def _pallas_fwd(u, delta, A, B, C, interpret):
@@ -235,6 +243,10 @@ def scan_pallas(u, delta, A, B, C, *, interpret: bool | None = None):
   Pads L to a multiple of CHUNK (delta = 0 steps leave the state unchanged) and N to a power of
   two (A = B = C = 0 states stay zero), as Triton tiles need, and crops the results.
   """
+  if plt is None:
+    raise RuntimeError("impl='pallas' needs Pallas's Triton lowering "
+                       "(jax.experimental.pallas.triton), which this jax does not have; "
+                       "use impl='chunked'")
   length, state_dim = u.shape[1], A.shape[-1]
   pad_l = -length % CHUNK
   pad_n = pl.next_power_of_2(state_dim) - state_dim
@@ -243,3 +255,25 @@ def scan_pallas(u, delta, A, B, C, *, interpret: bool | None = None):
   y, last = _scan_padded(pad_seq(u), pad_seq(delta), pad_state(A), pad_state(pad_seq(B)),
                          pad_state(pad_seq(C)), interpret)
   return y[:, :length], last[..., :state_dim]
+
+
+def cuda_lowering_problem() -> str | None:
+  """Why the compiled kernels cannot be lowered for CUDA by this jax, or None when they can.
+
+  Lowers the forward and backward kernels once, on tiny shapes, for the CUDA device at hand.
+  """
+  if plt is None:
+    return "jax.experimental.pallas.triton cannot be imported"
+  seq = jax.ShapeDtypeStruct((1, CHUNK, 1, 1), jnp.float32)
+  state = jax.ShapeDtypeStruct((1, 1, 1), jnp.float32)
+
+  def loss(u, delta, A, B, C):
+    y, last = _scan_padded(u, delta, A, B, C, False)
+    return y.sum() + last.sum()
+
+  try:
+    jax.jit(jax.grad(loss, argnums=tuple(range(5)))).trace(
+        seq, seq, state, seq, seq).lower(lowering_platforms=COMPILED_PLATFORMS)
+  except Exception as error:  # any failure to lower means: use another implementation
+    return f"{type(error).__name__}: {error}"
+  return None

@@ -4,16 +4,27 @@ The float64 truth is written here from the recurrence itself (not from the packa
 differentiated by JAX in x64 mode; implementations run in float32 (their contract) or bfloat16.
 """
 
+import functools
+import subprocess
+import sys
+import warnings
+import zlib
+from pathlib import Path
+from typing import NamedTuple
+
 import jax
+import jax.extend.backend
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from fusionjax.kernels import selective_scan, selective_scan_channels_last
-from fusionjax.kernels.scan import resolve_impl
+from fusionjax.kernels.scan import api as scan_api
+from fusionjax.kernels.scan import pallas_gpu, resolve_impl
 
 IMPLS = ("reference", "associative", "chunked", "pallas")
 ARG_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+EPS32 = float(np.finfo(np.float32).eps)
 
 
 def truth_float64(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
@@ -77,11 +88,29 @@ def loss_and_grads(fn, inputs, dtype, weights):
   return y, last, dict(zip(names, grads))
 
 
-def assert_close(actual, expected, rtol, what):
+def relative_error(actual, expected):
+  """Max absolute difference relative to the largest |expected| value."""
   actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
-  scale = np.max(np.abs(expected)) + 1e-12
-  error = np.max(np.abs(actual - expected)) / scale
-  assert error < rtol, f"{what}: max error {error:.2e} relative to max |value| exceeds {rtol:.0e}"
+  return np.max(np.abs(actual - expected)) / (np.max(np.abs(expected)) + 1e-12)
+
+
+def assert_close(actual, expected, rtol, what):
+  error = relative_error(actual, expected)
+  assert error < rtol, f"{what}: max error {error:.2e} relative to max |value| exceeds {rtol:.1e}"
+
+
+def case_seed(*case) -> int:
+  """A seed fixed per test case (unlike hash(), which changes with PYTHONHASHSEED)."""
+  return zlib.crc32(repr(case).encode())
+
+
+def by_name(y, last, grads) -> dict:
+  """Outputs and gradients of `loss_and_grads` under one name each: "y", "last state", "du", ..."""
+  return {"y": y, "last state": last, **{f"d{name}": grad for name, grad in grads.items()}}
+
+
+def rounded_to_float32(arrays):
+  return {k: None if v is None else np.float32(v).astype(np.float64) for k, v in arrays.items()}
 
 
 OPTION_SETS = {
@@ -89,6 +118,34 @@ OPTION_SETS = {
     "all_off": dict(D=False, z=False, delta_bias=False, softplus=False),
     "mixed": dict(D=True, z=False, delta_bias=True, softplus=False),
 }
+# A float32 scan rounds every value a few times per step (forward and backward), each rounding as
+# large as rounding the inputs once; a correct implementation stays within this many times the
+# error that rounding the inputs once causes. Bugs show up orders of magnitude above it.
+ROUNDINGS_ALLOWED = 64
+LENGTH = 133  # odd, > 2 chunks of 64 (pallas) and of the chunk=48 used below
+
+
+@functools.cache
+def float64_truth(groups, options):
+  """Inputs of one case, the float64 truth on their float32 rounding, and its conditioning.
+
+  The truth sees exactly the float32 values the implementations see. Its conditioning is how
+  far one float32 rounding of every input moves each output (relative to its largest value):
+  exponential growth (softplus off with a negative delta) or a long sequence makes it large.
+  """
+  opts = OPTION_SETS[options]
+  inputs = make_inputs(case_seed(groups, options), batch=2, dim=6, length=LENGTH, state_dim=5,
+                       groups=groups, with_optional=opts)
+  weights = np.float32(np.random.default_rng(7).normal(size=(2, 6, LENGTH))).astype(np.float64)
+  truth_fn = lambda **kw: truth_float64(**{k: kw.get(k) for k in ARG_NAMES},
+                                        delta_softplus=opts["softplus"])
+  with jax.enable_x64(True):
+    exact = loss_and_grads(truth_fn, inputs, jnp.float64, jnp.asarray(weights))
+    rounded = loss_and_grads(truth_fn, rounded_to_float32(inputs), jnp.float64,
+                             jnp.asarray(weights))
+  truth, exact = by_name(*rounded), by_name(*exact)
+  conditioning = {what: max(relative_error(exact[what], truth[what]), EPS32) for what in truth}
+  return inputs, weights, truth, conditioning
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -96,26 +153,16 @@ OPTION_SETS = {
 @pytest.mark.parametrize("options", list(OPTION_SETS), ids=list(OPTION_SETS))
 def test_matches_float64_truth(impl, groups, options):
   """Forward, last state and every gradient, on an odd length that crosses chunk boundaries."""
-  opts = OPTION_SETS[options]
-  length = 133  # odd, > 2 chunks of 64 (pallas) and of the chunk=48 used below
-  inputs = make_inputs(hash((impl, groups, options)) % 2**31, batch=2, dim=6, length=length,
-                       state_dim=5, groups=groups, with_optional=opts)
-  weights = np.random.default_rng(7).normal(size=(2, 6, length))
-  with jax.enable_x64(True):
-    y64, last64, grads64 = loss_and_grads(
-        lambda **kw: truth_float64(**{k: kw.get(k) for k in ARG_NAMES},
-                                   delta_softplus=opts["softplus"]),
-        inputs, jnp.float64, jnp.asarray(weights))
-  fn = jax.jit(lambda **kw: selective_scan(**kw, delta_softplus=opts["softplus"],
+  inputs, weights, truth, conditioning = float64_truth(groups, options)
+  fn = jax.jit(lambda **kw: selective_scan(**kw, delta_softplus=OPTION_SETS[options]["softplus"],
                                            return_last_state=True, impl=impl, chunk=48))
   y, last, grads = loss_and_grads(fn, inputs, jnp.float32, jnp.asarray(weights, jnp.float32))
   assert y.dtype == jnp.float32 and last.dtype == jnp.float32
-  assert y.shape == (2, 6, length) and last.shape == (2, 6, 5)
-  assert_close(y, y64, 2e-5, f"{impl} y")
-  assert_close(last, last64, 2e-5, f"{impl} last state")
-  assert set(grads) == set(grads64)
-  for name in grads64:
-    assert_close(grads[name], grads64[name], 5e-5, f"{impl} d{name}")
+  assert y.shape == (2, 6, LENGTH) and last.shape == (2, 6, 5)
+  outputs = by_name(y, last, grads)
+  assert set(outputs) == set(truth)
+  for what, value in outputs.items():
+    assert_close(value, truth[what], ROUNDINGS_ALLOWED * conditioning[what], f"{impl} {what}")
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -168,6 +215,24 @@ def test_composes_with_remat_and_vmap(impl):
   np.testing.assert_allclose(vmapped, looped, rtol=1e-4)
 
 
+# A CUDA GPU to lower for on a machine without one: from jax 0.11 the Triton lowering reads the
+# target's compute capability from the abstract device of the current abstract mesh.
+H100 = jax.sharding.AbstractMesh(
+    (), (), abstract_device=jax.sharding.AbstractDevice("NVIDIA H100", None, "gpu"))
+
+
+# Lowering the Triton kernels warns from jax 0.11 that the Triton lowering is deprecated (README,
+# "Pallas backend"); tests that lower them on purpose do not repeat it.
+lowers_triton_kernels = pytest.mark.filterwarnings(
+    "ignore:The Pallas Triton backend is deprecated:DeprecationWarning")
+
+
+def lowered_for_cuda(fn, *args) -> str:
+  with jax.sharding.use_abstract_mesh(H100):
+    return jax.jit(fn).trace(*args).lower(lowering_platforms=("cuda",)).as_text()
+
+
+@lowers_triton_kernels
 def test_pallas_lowers_for_cuda_without_a_gpu():
   """The GPU path (forward and backward kernels) lowers to a Triton custom call for CUDA."""
   spec = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.float32)
@@ -180,16 +245,94 @@ def test_pallas_lowers_for_cuda_without_a_gpu():
 
   for fn in (lambda *a: selective_scan(*a, delta_softplus=True, impl="pallas"),
              jax.grad(loss, argnums=tuple(range(8)))):
-    text = jax.jit(fn).trace(*args).lower(lowering_platforms=("cuda",)).as_text()
-    assert "triton" in text.lower()
+    assert "triton" in lowered_for_cuda(fn, *args).lower()
 
 
-def test_auto_picks_per_backend():
+class FakeBackend(NamedTuple):
+  platform: str
+  platform_version: str
+
+
+CUDA = FakeBackend("gpu", "cuda 12080")
+ROCM = FakeBackend("gpu", "rocm 60302")
+FALLBACK = "impl='auto' uses 'chunked'"
+
+
+@pytest.fixture
+def on_backend(monkeypatch):
+  """Makes the kernels see another default backend; forgets what "auto" learnt before and after."""
+  scan_api._pallas_lowers.cache_clear()
+
+  def simulate(backend):
+    monkeypatch.setattr(jax, "default_backend", lambda: backend.platform)
+    monkeypatch.setattr(jax.extend.backend, "get_backend", lambda: backend)
+
+  yield simulate
+  scan_api._pallas_lowers.cache_clear()
+
+
+def auto_scan_warnings(times: int) -> list[str]:
+  """Runs an impl="auto" scan `times` times (chunked expected); returns the warnings raised."""
+  x = make_inputs(13, batch=1, dim=2, length=5, state_dim=2, groups=0,
+                  with_optional=OPTION_SETS["all_off"])
+  x = {k: jnp.asarray(v, jnp.float32) for k, v in x.items() if v is not None}
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    for _ in range(times):
+      np.testing.assert_allclose(selective_scan(**x, impl="auto"),
+                                 selective_scan(**x, impl="chunked"), rtol=1e-6)
+  return [str(w.message) for w in caught if FALLBACK in str(w.message)]
+
+
+@lowers_triton_kernels
+def test_auto_picks_per_platform(on_backend):
   assert resolve_impl("auto", "cpu") == "chunked"
-  assert resolve_impl("auto", "gpu") == "pallas"
-  assert resolve_impl("associative", "gpu") == "associative"
+  assert resolve_impl("auto", "tpu") == "chunked"
+  assert resolve_impl("associative", "rocm") == "associative"
+  on_backend(CUDA)
+  with jax.sharding.use_abstract_mesh(H100):  # where jax can lower the kernels for CUDA
+    assert resolve_impl("auto") == "pallas"
   with pytest.raises(ValueError, match="unknown selective-scan impl 'fast'"):
     resolve_impl("fast")
+
+
+def test_auto_never_interprets_pallas_on_a_gpu_it_cannot_compile_for(on_backend, monkeypatch):
+  """On ROCm the kernels would run in the Pallas interpreter: "auto" takes "chunked", silently."""
+  on_backend(ROCM)
+  assert scan_api.default_platform() == "rocm"
+  monkeypatch.setattr(scan_api, "scan_pallas", lambda *a, **k: pytest.fail("Pallas ran"))
+  assert auto_scan_warnings(times=1) == []
+
+
+def test_auto_falls_back_once_when_the_triton_lowering_is_missing(on_backend, monkeypatch):
+  on_backend(CUDA)
+  monkeypatch.setattr(pallas_gpu, "plt", None)  # as if `import ...pallas.triton` had failed
+  (warning,) = auto_scan_warnings(times=3)
+  assert "cannot be imported" in warning
+  with pytest.raises(RuntimeError, match="impl='pallas' needs Pallas's Triton lowering"):
+    pallas_gpu.scan_pallas(*(jnp.zeros((1, 64, 1, 1)),) * 2, jnp.zeros((1, 1, 1)),
+                           *(jnp.zeros((1, 64, 1, 1)),) * 2)
+
+
+def test_auto_falls_back_once_when_the_kernels_fail_to_lower(on_backend, monkeypatch):
+  on_backend(CUDA)
+
+  def removed(*args, **kwargs):
+    raise NotImplementedError("Pallas Triton lowering was removed")
+
+  monkeypatch.setattr(pallas_gpu.pl, "pallas_call", removed)
+  (warning,) = auto_scan_warnings(times=3)
+  assert "NotImplementedError: Pallas Triton lowering was removed" in warning
+
+
+def test_the_kernels_survive_the_removal_of_the_triton_lowering():
+  """A fresh process where `jax.experimental.pallas.triton` cannot be imported."""
+  script = ("import sys; sys.modules['jax.experimental.pallas.triton'] = None\n"
+            "from fusionjax.kernels.scan import pallas_gpu, selective_scan\n"
+            "assert pallas_gpu.plt is None\n"
+            "import jax.numpy as jnp; x = jnp.ones((1, 2, 5))\n"
+            "selective_scan(x, x, -jnp.ones((2, 3)), jnp.ones((1, 3, 5)), jnp.ones((1, 3, 5)))\n")
+  subprocess.run([sys.executable, "-c", script], check=True, cwd=Path(__file__).parent)
 
 
 @pytest.mark.parametrize("bad, message", [
