@@ -86,9 +86,6 @@ _WEIGHTS_FLAGS = ("weights", "swap_inputs", "overwrite", "skip_existing", "memor
                   "tile_size") + _INPUT_FLAGS
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
-# What the first training step of a :tiny config takes to compile in a fresh run on 2 CPU cores
-# (README's quick start: 3 minutes on a loaded machine); paper-size models take longer.
-_TINY_COMPILE_TIME = "1 to 3 minutes on 2 CPU cores for a :tiny config"
 
 
 class UsageError(Exception):
@@ -236,8 +233,6 @@ def run_config() -> None:
   workdir = pathlib.Path(_WORKDIR.value or default_workdir(flags.FLAGS["config"].config_filename))
   _LOG.info("workdir %s", workdir)
   if _MODE.value in ("train", "all"):
-    _LOG.info("training %s; the first step compiles the model (%s)", config.model.name,
-              _TINY_COMPILE_TIME)
     training.train_and_evaluate(config, workdir)
   choice = dict(which=_CHECKPOINT.value, **_output_choice())
   if _MODE.value in ("eval", "all"):

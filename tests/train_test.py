@@ -130,6 +130,7 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path):
       timeout=300)
   uninterrupted = run(tmp_path / "uninterrupted")
   assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
+  assert "compiling the training step first" in uninterrupted.stderr  # announced
 
   killed = subprocess.Popen(command + [f"--workdir={tmp_path / 'killed'}"], env=environment,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -135,6 +135,10 @@ def _train(config, graphs, state, batches, eval_source, checkpoints, writer, mes
   start = state_lib.step(state)
   if start >= num_steps:
     _LOG.info("already trained to step %d (train.num_steps=%d)", start, num_steps)
+  else:
+    _LOG.info("training %s from step %d to %d; compiling the training step first (about 40 s "
+              "for a :tiny config on 2 CPU cores, longer for paper sizes; the compilation cache "
+              "skips it on reruns)", config.model.name, start, num_steps)
   with tqdm(total=num_steps, initial=start, unit="step", desc="train",
             disable=jax.process_index() != 0) as bar:
     progress = _Progress(config, writer, bar, checkpoints)
