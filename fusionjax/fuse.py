@@ -493,13 +493,21 @@ class PairInfo(NamedTuple):
     width: int
 
 
-def inventory(source: Sequence[dict]) -> list[PairInfo]:
+def inventory(source: Sequence[dict], fuser: Fuser | None = None) -> list[PairInfo]:
     """Decodes every pair of a record source once and lists them; raises on the first bad pair
-    (unreadable file, unsupported mode, sizes that differ: the error names the file) or on a
+    (unreadable file, unsupported mode, sizes that differ, with a ``fuser``: an image it cannot
+    read, such as a 16-bit one for an official protocol; the error names the file) or on a
     repeated pair name (outputs are named after the pairs)."""
     pairs = []
     for index in range(len(source)):
-        name, image_a, _ = io.decode_pair(source[index])
+        record = source[index]
+        name, image_a, image_b = io.decode_pair(record)
+        if fuser is not None and fuser.read_grey is not None:
+            try:
+                _eight_bit(image_a), _eight_bit(image_b)
+            except ValueError as error:
+                raise ValueError(f"{error} (files {os.fsdecode(record['path_a'])}, "
+                                 f"{os.fsdecode(record['path_b'])})") from None
         pairs.append(PairInfo(index, name, *image_a.shape[:2]))
     repeated = sorted(name for name, count in collections.Counter(
         pair.name for pair in pairs).items() if count > 1)
@@ -520,14 +528,14 @@ class FusionJob:
         data source of ``fusionjax.data.builders`` (``dataset_source``), or any sequence of such
         dicts.
       options: batching, tiling and memory.
-      pairs: ``inventory(source)``, if already taken (it decodes every pair once).
+      pairs: ``inventory(source, fuser)``, if already taken (it decodes every pair once).
       progress: show progress bars (pairs; tiles of tiled images).
     """
 
     def __init__(self, fuser: Fuser, source: Sequence[dict], options: Options = Options(), *,
                  pairs: Sequence[PairInfo] | None = None, progress: bool = True):
         self.fuser, self.source, self.options, self.progress = fuser, source, options, progress
-        self.pairs = list(inventory(source) if pairs is None else pairs)
+        self.pairs = list(inventory(source, fuser) if pairs is None else pairs)
         self._buckets: dict[tuple[int, int], list[int]] = {}
         for pair in self.pairs:
             shape = _bucket_shape(fuser, pair.height, pair.width, options)
@@ -644,7 +652,7 @@ def fuse_source(fuser: Fuser, source: Sequence[dict], out_dir: PathLike, *,
     """
     _check_existing_rule(overwrite, skip_existing)
     with _reading_inputs():
-        pairs = inventory(source)
+        pairs = inventory(source, fuser)
     out_dir = pathlib.Path(out_dir)
     paths = {pair.name: out_dir / f"{pair.name}.png" for pair in pairs}
     if skip_existing:
@@ -685,7 +693,7 @@ def fuse_pair(fuser: Fuser, path_a: PathLike, path_b: PathLike, out_path: PathLi
             raise FileNotFoundError(f"image file not found: {path}")
     source = io.PairedFolderSource([io.ImagePair(out_path.stem, *paths)])
     with _reading_inputs():
-        pairs = inventory(source)
+        pairs = inventory(source, fuser)
     pair, = FusionJob(fuser, source, options, pairs=pairs, progress=progress)
     return write_png(pair.fused, out_path, overwrite=overwrite)
 

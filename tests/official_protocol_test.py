@@ -221,3 +221,17 @@ def test_unknown_protocol_and_non_8_bit_images_are_refused():
     with pytest.raises(ValueError, match=r"protocol 'official' reads 8-bit images.*got uint16.*"
                                          r"\(files image_a, image_b\)"):
         fuse.fuse_arrays(_probe("s4fusion", "a"), sixteen_bit, sixteen_bit)
+
+
+def test_a_16_bit_file_is_refused_before_any_pair_is_fused(tmp_path):
+    rng = np.random.default_rng(4)
+    for modality in ("a", "b"):
+        (tmp_path / modality).mkdir()
+        Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(
+            tmp_path / modality / "p0.png")
+        Image.fromarray(rng.integers(0, 65536, (8, 8), dtype=np.uint16)).save(
+            tmp_path / modality / "p1.png")
+    with pytest.raises(fuse.InputError, match=r"reads 8-bit images.*got uint16.*p1\.png"):
+        fuse.fuse_folders(_probe("s4fusion", "a"), tmp_path / "a", tmp_path / "b",
+                          tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
