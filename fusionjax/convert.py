@@ -51,7 +51,6 @@ import collections
 import dataclasses
 import functools
 import json
-import os
 import pickle
 import re
 import sys
@@ -441,10 +440,11 @@ def convert(state_dict: dict[str, Any], model_name: str | None = None, config=No
   """
   if config is None:
     model_name, config = infer_config(state_dict, model_name, **overrides)
+    model_cls, config = _model_class_and_config(model_name, config)
   else:
     model_name = model_name or detect_model(state_dict)
-  model_cls, config = _model_class_and_config(model_name, config)
-  config = _registry().with_fields(config, model_name, **overrides)
+    model_cls, config = _model_class_and_config(model_name, config)
+    config = _registry().with_fields(config, model_name, **overrides)
   try:
     if hasattr(model_cls, "torch_source"):
       return _convert_by_sources(state_dict, model_cls, config)
@@ -530,14 +530,15 @@ def save_params(params, directory, model_name: str, config, *, overwrite: bool =
   if existing and not overwrite:
     raise FileExistsError(f"{', '.join(existing)} already exist; pass overwrite=True "
                           "(--overwrite) to replace them")
-  directory.mkdir(parents=True, exist_ok=True)
+  # Imported here: fusionjax.fuse imports the models, which import this module.
+  from fusionjax.fuse import atomic_output  # pylint: disable=g-import-not-at-top
   tensors = {".".join(map(str, path)): np.ascontiguousarray(var.get_value())
              for path, var in _weights(nnx.to_flat_state(params.state))}
-  safetensors.numpy.save_file(tensors, directory / (PARAMS_FILE + ".partial"))
-  (directory / (CONFIG_FILE + ".partial")).write_text(json.dumps(
-      {"model": model_name, "config": dataclasses.asdict(config)}, indent=1) + "\n")
-  for target in targets:
-    os.replace(target.with_name(target.name + ".partial"), target)
+  with atomic_output(directory / PARAMS_FILE, overwrite=True) as temporary:
+    safetensors.numpy.save_file(tensors, temporary)
+  with atomic_output(directory / CONFIG_FILE, overwrite=True) as temporary:
+    temporary.write_text(json.dumps(
+        {"model": model_name, "config": dataclasses.asdict(config)}, indent=1) + "\n")
 
 
 def _saved_model_and_config(directory: Path) -> tuple[str, dict[str, Any]]:
