@@ -1,7 +1,7 @@
 """S4Fusion on infrared-visible pairs: paper appendix A.1 and its code's data pipeline.
 
 The official training script and loss weights are unpublished; the loss is rebuilt from the
-released bytecode (fusionjax.models.s4fusion_loss), its weights, the softmax temperature and
+released bytecode (fusionjax.losses.s4fusion), its weights, the softmax temperature and
 the warm-up length here are our assumptions (shared/docs/architectures.md 3.5-3.6). Paper-size
 training on MSRS (the paper adds 70% of M3FD and RoadScene):
 

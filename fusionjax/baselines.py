@@ -57,7 +57,7 @@ class Fuser:
       tile_offset: for a method that centres its grid with zero padding (S4Fusion), the zero
         pixels its whole-image call puts before an axis of the given size; tiles are then cut
         from the plane padded so, on the same grid.
-      overlap: default tile overlap in pixels; ``fusionjax.tiling`` discards its outer quarter,
+      overlap: default tile overlap in pixels; ``fusionjax.fuse.tiling`` discards its outer quarter,
         so a quarter of it should cover the method's receptive radius where that is finite.
       read_grey: an official test script's reading, in place of the colour pipeline:
         ``read_grey(image_a, image_b)`` turns the decoded sources ((H, W, C) as
@@ -165,7 +165,7 @@ _BASELINES = {
         Fuser("max_absolute", _ignore_params(max_absolute)),
         # A level-k coefficient sees 2 * 2 * (2^k - 1) pixels around it through the reduce and
         # expand filters: 28 at 4 levels, within the quarter of a 128-pixel overlap that
-        # tiling discards (fusionjax.tiling).
+        # tiling discards (fusionjax.fuse.tiling).
         Fuser("laplacian_pyramid", _ignore_params(laplacian_pyramid),
               min_size=pyramid_min_size(_PYRAMID_LEVELS), size_multiple=_PYRAMID_GRID,
               tile_grid=_PYRAMID_GRID, overlap=128),

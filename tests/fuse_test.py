@@ -10,7 +10,8 @@ import pytest
 from flax import nnx
 from PIL import Image
 
-from fusionjax import baselines, color, fuse, models, tiling
+from fusionjax import baselines, color, fuse, models
+from fusionjax.fuse import tiling
 from fusionjax.data import builders, io
 from fusionjax.models import s4fusion
 

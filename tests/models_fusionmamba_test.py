@@ -25,9 +25,10 @@ from flax import nnx
 from PIL import Image
 
 from fusionjax import convert
-from fusionjax.models import fusionmamba, registry, torch_mapping
-from fusionjax.models.ldc import LDC
-from fusionjax.models.vss import DVSSBlock
+from fusionjax.convert import mapping as torch_mapping
+from fusionjax.models import fusionmamba, registry
+from fusionjax.layers.ldc import LDC
+from fusionjax.layers.vss import DVSSBlock
 from model_testing import build, fast_jit, param_count
 
 

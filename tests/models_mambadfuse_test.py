@@ -18,7 +18,7 @@ from PIL import Image
 
 from fusionjax import convert, models
 from fusionjax.models import mambadfuse
-from fusionjax.models.mamba import (
+from fusionjax.layers.mamba import (
     M3Block, Mamba, MultiModalMamba, SelectiveScanBranch, exchange_even_channels,
     run_residual_stack)
 

@@ -5,7 +5,7 @@ import pytest
 from flax import nnx
 from safetensors.numpy import save_file
 
-from fusionjax.models import resnet
+from fusionjax.layers import resnet
 from model_testing import fast_jit, fill_random, param_count
 
 TORCHVISION_PARAMETERS = 25_557_032  # torchvision ResNet50_Weights meta "num_params"

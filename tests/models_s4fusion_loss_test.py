@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from fusionjax.models import resnet
-from fusionjax.models import s4fusion_loss as loss_lib
+from fusionjax.layers import resnet
+from fusionjax.losses import s4fusion as loss_lib
 from model_testing import fast_jit, fill_random
 
 

@@ -3,7 +3,7 @@
 The 2-D mixers are checked against an explicit per-direction computation: every direction's
 pixel order is built from index arrays, scanned on its own (ungrouped) with its own slice of the
 parameters, and written back pixel by pixel. That checks the scan order, the k-major channel
-grouping, the selection split and the merge independently of `fusionjax.scan2d`.
+grouping, the selection split and the merge independently of `fusionjax.layers.scan2d`.
 """
 
 import jax
@@ -12,8 +12,8 @@ import numpy as np
 from flax import nnx
 
 from fusionjax.kernels import selective_scan_channels_last
-from fusionjax.models import cmfm, cmsa, fold, ldc, patches, ssm, vss
-from fusionjax.models.channel_attention import ECA
+from fusionjax.layers import cmfm, cmsa, fold, ldc, patches, ssm, vss
+from fusionjax.layers.channel_attention import ECA
 from model_testing import fast_jit, fill_random
 
 ATOL = 2e-5

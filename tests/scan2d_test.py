@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fusionjax import scan2d
+from fusionjax.layers import scan2d
 
 SIZES = [(5, 7), (6, 4), (1, 3), (3, 1), (7, 7)]
 

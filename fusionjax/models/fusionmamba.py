@@ -27,11 +27,12 @@ import numpy as np
 from flax import nnx
 
 from fusionjax.kernels import IMPLS
-from fusionjax.models import registry, torch_mapping
-from fusionjax.models.cmfm import CMFM
-from fusionjax.models.patches import PatchEmbed, PatchExpand, PatchMerging
-from fusionjax.models.torch_layers import conv
-from fusionjax.models.vss import DecoderStage, DVSSBlock, EncoderStage
+from fusionjax.convert import mapping as torch_mapping
+from fusionjax.models import registry
+from fusionjax.layers.cmfm import CMFM
+from fusionjax.layers.patches import PatchEmbed, PatchExpand, PatchMerging
+from fusionjax.layers.torch_layers import conv
+from fusionjax.layers.vss import DecoderStage, DVSSBlock, EncoderStage
 
 PATCH_SIZE = 4
 HEAD_SCALE = 4

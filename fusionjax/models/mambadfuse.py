@@ -29,8 +29,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from fusionjax import convert
-from fusionjax.models import registry, torch_mapping
-from fusionjax.models.mamba import (
+from fusionjax.convert import mapping as torch_mapping
+from fusionjax.models import registry
+from fusionjax.layers.mamba import (
     M3Block, SingleMambaBlock, TokenSwapMamba, default_dt_rank, layer_norm, run_residual_stack,
     torch_conv)
 

@@ -23,11 +23,12 @@ import numpy as np
 from flax import nnx
 
 from fusionjax.kernels import IMPLS
-from fusionjax.models import registry, torch_mapping
-from fusionjax.models.cmsa import CMSALevel
-from fusionjax.models.fold import FoldHead
-from fusionjax.models.patches import PatchEmbed, PatchExpand, PatchMerging
-from fusionjax.models.vss import DecoderStage, EncoderStage, VSSBlock
+from fusionjax.convert import mapping as torch_mapping
+from fusionjax.models import registry
+from fusionjax.layers.cmsa import CMSALevel
+from fusionjax.layers.fold import FoldHead
+from fusionjax.layers.patches import PatchEmbed, PatchExpand, PatchMerging
+from fusionjax.layers.vss import DecoderStage, EncoderStage, VSSBlock
 
 PATCH_KERNEL, PATCH_STRIDE = 4, 3
 

@@ -13,7 +13,7 @@ import optax
 from flax import nnx
 
 from fusionjax import losses
-from fusionjax.models import s4fusion_loss
+from fusionjax.losses import s4fusion as s4fusion_loss
 from fusionjax.training import optim, sharding
 from fusionjax.training.state import Graphs, TrainState
 

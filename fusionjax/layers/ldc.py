@@ -13,7 +13,7 @@ and is not stored here (the converter checks it is all ones).
 import jax
 from flax import nnx
 
-from fusionjax.models.torch_layers import torch_default_kernel_init
+from fusionjax.layers.torch_layers import torch_default_kernel_init
 
 
 class LDC(nnx.Module):

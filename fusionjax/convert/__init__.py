@@ -32,7 +32,7 @@ Mapping:
   are all collected and refused in one `ConversionError` that counts each kind and names the
   first few, and says which registered model the tensor names look like.
   A model whose module instead defines `torch_to_params(state_dict, model)` (an in-place loader,
-  as `fusionjax.models.torch_mapping.load_mapped` builds them) and `torch_names(config)` (every
+  as `fusionjax.convert.mapping.load_mapped` builds them) and `torch_names(config)` (every
   official tensor name) is filled by that function on the abstract model; its ValueError becomes
   a ConversionError. The model's RNG streams (dropout, stochastic depth) are no weights: they get
   fixed keys, and the params are in evaluation mode, as `fusionjax.models.init` gives them.

@@ -21,9 +21,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from fusionjax import scan2d
-from fusionjax.models.ssm import SelectionProjection, SelectiveSSM, dt_rank_for
-from fusionjax.models.torch_layers import depthwise_conv3x3, layer_norm, linear, torch_uniform_init
+from fusionjax.layers import scan2d
+from fusionjax.layers.ssm import SelectionProjection, SelectiveSSM, dt_rank_for
+from fusionjax.layers.torch_layers import depthwise_conv3x3, layer_norm, linear, torch_uniform_init
 
 
 class CrossSS2D(nnx.Module):

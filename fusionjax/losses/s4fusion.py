@@ -23,7 +23,7 @@ import logging
 import jax
 import jax.numpy as jnp
 
-from fusionjax.models.resnet import ResNet50, imagenet_input, load_resnet50
+from fusionjax.layers.resnet import ResNet50, imagenet_input, load_resnet50
 
 SSIM_WINDOW, SSIM_SIGMA = 11, 1.5
 SSIM_C1, SSIM_C2, SSIM_EPS = 0.01 ** 2, 0.03 ** 2, 1e-12

@@ -35,7 +35,7 @@ spect, gfp), the order of ``fusionjax.data``. What happens to each pair:
    half of the host memory available at the time) bounds the
    device memory of every call, as XLA's memory analysis of the compiled call reports it;
    images whose whole-image call does not fit are fused in overlapping tiles that do
-   (``fusionjax.tiling``), so a 4000x3000 pair fuses on any device. For scale, the paper-size
+   (``fusionjax.fuse.tiling``), so a 4000x3000 pair fuses on any device. For scale, the paper-size
    MambaDFuse needs about 2.8 GB for a 256x256 call and 12.5 GB for 480x640 (XLA, CPU). Host memory grows with the image: a 4000x3000 grey + RGB pair peaks at about
    2 GB (~150 bytes per pixel), mostly the float64 colour conversions of ``fusionjax.color``.
 5. **Output**: the fuser's rule ("clip": clip to [0, 1], x 255, round; "stretch": also per-image
@@ -63,7 +63,8 @@ from flax import nnx
 from PIL import Image
 from tqdm import tqdm
 
-from fusionjax import baselines, color, models, tiling
+from fusionjax import baselines, color, models
+from fusionjax.fuse import tiling
 from fusionjax.models import fusionmamba, s4fusion
 from fusionjax.baselines import Fuser
 from fusionjax.data import io, pipeline

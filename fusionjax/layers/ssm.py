@@ -1,6 +1,6 @@
 """The selective-SSM parameters of K scan directions, shared by SS2D, ES2D and both Cross SS2Ds.
 
-Sequences arrive as (batch, L, K, d_inner) (see `fusionjax.scan2d`). Per direction k the
+Sequences arrive as (batch, L, K, d_inner) (see `fusionjax.layers.scan2d`). Per direction k the
 official code holds (architectures.md section 0):
 
 - x_proj_k: d_inner -> dt_rank + 2 N, no bias: the token's low-rank delta, B and C
@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from fusionjax.kernels import selective_scan_channels_last
-from fusionjax.models.torch_layers import torch_uniform_init
+from fusionjax.layers.torch_layers import torch_uniform_init
 
 DT_MIN, DT_MAX, DT_FLOOR = 1e-3, 1e-1, 1e-4
 

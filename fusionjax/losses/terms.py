@@ -1,15 +1,11 @@
-"""Training losses of MambaDFuse and FusionMamba, as their official code computes them.
-
-shared/docs/architectures.md sections 1.5 (MambaDFuse) and 2.7 (FusionMamba); S4Fusion's loss,
-which needs a frozen ResNet50, lives in `fusionjax.models.s4fusion_loss`.
+"""The terms the papers' losses share: Sobel gradients, SSIM, MS-SSIM, max-intensity and
+max-gradient L1, as their official code computes them.
 
 Every image is (batch, H, W, 1) float32 in [0, 1]: `a` and `b` the two sources in the order the
-model takes them, `fused` the model output. Each paper's loss returns `(total, terms)`: the
+model takes them, `fused` the model output. Each paper's loss (`fusionjax.losses.<family>`) returns `(total, terms)`: the
 weighted scalar sum and a dict of its unweighted scalar terms ("intensity", "gradient", "ssim").
 All functions are pure and jit/grad/vmap-friendly.
 """
-
-from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -116,59 +112,3 @@ def max_gradient_l1(a: jax.Array, b: jax.Array, fused: jax.Array) -> jax.Array:
   """mean |S(fused) - max(S(a), S(b))| with S = `sobel_gradient`, a scalar (texture loss)."""
   target = jnp.maximum(sobel_gradient(a), sobel_gradient(b))
   return jnp.mean(jnp.abs(sobel_gradient(fused) - target))
-
-
-def mambadfuse_loss(a: jax.Array, b: jax.Array, fused: jax.Array, *, intensity_weight: float,
-                    gradient_weight: float, ssim_weight: float,
-                    ssim_weighting: Literal["gradient", "equal"]) -> tuple[jax.Array, Terms]:
-  """MambaDFuse's loss (its loss_vif.py / loss_med.py, SwinFusion's without the TV term).
-
-  intensity = mean |F - max(A, B)|; gradient = `max_gradient_l1`;
-  ssim = 1 - (w_A SSIM(A, F) + w_B SSIM(B, F)) with `ssim`, where for "gradient" weighting
-  (VIF) w_A = mean S(A) / (mean S(A) + mean S(B)) over the whole batch and w_B = 1 - w_A
-  (0.5 each if both sources are flat), and for "equal" (medical) w_A = w_B = 0.5.
-  The code's weights are (20, 20, 10) for VIF and (20, 100, 50) for medical pairs.
-
-  a: IR / MRI, b: visible Y / CT / PET-Y / SPECT-Y, fused: (batch, H, W, 1).
-  Returns (total, {"intensity", "gradient", "ssim"}).
-  """
-  if ssim_weighting == "gradient":
-    detail_a, detail_b = jnp.mean(sobel_gradient(a)), jnp.mean(sobel_gradient(b))
-    total_detail = detail_a + detail_b
-    weight_a = jnp.where(total_detail > 0,
-                         detail_a / jnp.where(total_detail > 0, total_detail, 1.0), 0.5)
-  elif ssim_weighting == "equal":
-    weight_a = 0.5
-  else:
-    raise ValueError(f"ssim_weighting must be 'gradient' or 'equal', got {ssim_weighting!r}")
-  terms = {
-      "intensity": max_intensity_l1(a, b, fused),
-      "gradient": max_gradient_l1(a, b, fused),
-      "ssim": 1 - (weight_a * ssim(a, fused) + (1 - weight_a) * ssim(b, fused)),
-  }
-  total = (intensity_weight * terms["intensity"] + gradient_weight * terms["gradient"]
-           + ssim_weight * terms["ssim"])
-  return total, terms
-
-
-def fusionmamba_loss(a: jax.Array, b: jax.Array, fused: jax.Array, *, intensity_weight: float,
-                     gradient_weight: float, ssim_weight: float) -> tuple[jax.Array, Terms]:
-  """FusionMamba's loss (its loss.py): the output is clamped to [0, 1] first, then
-
-  intensity = mean (F - max(A, B))^2 (MSE); gradient = `max_gradient_l1`;
-  ssim = 0.5 (1 - MS-SSIM(F, A)) + 0.5 (1 - MS-SSIM(F, B)) with `ms_ssim`.
-  Paper / pre-2024-08 code weights (intensity, gradient, ssim) = (100, 10, 1); HEAD's
-  "CT-MRI" setting (10, 1, 10).
-
-  a: visible Y / MRI, b: IR / CT / PET / SPECT / GFP, fused: (batch, H, W, 1), H, W >= 16.
-  Returns (total, {"intensity", "gradient", "ssim"}).
-  """
-  fused = jnp.clip(fused, 0.0, 1.0)
-  terms = {
-      "intensity": jnp.mean((fused - jnp.maximum(a, b)) ** 2),
-      "gradient": max_gradient_l1(a, b, fused),
-      "ssim": 0.5 * (1 - ms_ssim(fused, a)) + 0.5 * (1 - ms_ssim(fused, b)),
-  }
-  total = (intensity_weight * terms["intensity"] + gradient_weight * terms["gradient"]
-           + ssim_weight * terms["ssim"])
-  return total, terms

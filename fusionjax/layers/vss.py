@@ -17,12 +17,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from fusionjax import scan2d
-from fusionjax.models.channel_attention import ECA, BiAttn
-from fusionjax.models.ldc import LDC
-from fusionjax.models.patches import PatchExpand, PatchMerging
-from fusionjax.models.ssm import DirectionalSSM, dt_rank_for
-from fusionjax.models.torch_layers import depthwise_conv3x3, layer_norm, linear
+from fusionjax.layers import scan2d
+from fusionjax.layers.channel_attention import ECA, BiAttn
+from fusionjax.layers.ldc import LDC
+from fusionjax.layers.patches import PatchExpand, PatchMerging
+from fusionjax.layers.ssm import DirectionalSSM, dt_rank_for
+from fusionjax.layers.torch_layers import depthwise_conv3x3, layer_norm, linear
 
 ScanPattern = Literal["cross", "skip"]
 

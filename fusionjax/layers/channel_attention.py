@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from fusionjax.models.torch_layers import layer_norm, linear, torch_uniform_init
+from fusionjax.layers.torch_layers import layer_norm, linear, torch_uniform_init
 
 
 class ECA(nnx.Module):

@@ -8,12 +8,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from fusionjax import scan2d
-from fusionjax.models.channel_attention import ECA
-from fusionjax.models.ldc import LDC
-from fusionjax.models.ssm import DirectionalSSM, dt_rank_for
-from fusionjax.models.torch_layers import conv, depthwise_conv3x3, layer_norm, linear
-from fusionjax.models.vss import scan_map
+from fusionjax.layers import scan2d
+from fusionjax.layers.channel_attention import ECA
+from fusionjax.layers.ldc import LDC
+from fusionjax.layers.ssm import DirectionalSSM, dt_rank_for
+from fusionjax.layers.torch_layers import conv, depthwise_conv3x3, layer_norm, linear
+from fusionjax.layers.vss import scan_map
 
 
 class DFEM(nnx.Module):
