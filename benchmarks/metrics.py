@@ -1,6 +1,7 @@
 """Benchmark: fusionjax.metrics against the per-image reference evaluation, on 480x640 triples.
 
-The triples are RoadScene test pairs (shared/data/roadscene/test) converted to
+The triples are RoadScene test pairs (docs/data.md), read from the data folder
+beside the checkout (``SHARED_DATA``), converted to
 grey and resized to 640x480 with Pillow's bilinear filter, fused by the
 rounded mean.  Per-triple time is reported for:
 

@@ -31,8 +31,7 @@ import numpy as np
 from flax import nnx
 
 from fusionjax import models
-
-DEFAULT_MODELS = "mambadfuse,fusionmamba,s4fusion"
+from fusionjax.models import registry
 
 
 def parameter_count(name):
@@ -65,18 +64,20 @@ def time_forward(name, height, width, repeats):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--models", default=DEFAULT_MODELS,
+  parser.add_argument("--models", default=",".join(registry.families()),
                       help=f"comma list of registered names, of {models.names()}")
-  parser.add_argument("--tiny", action="store_true", help="the <name>_tiny variants")
+  parser.add_argument("--tiny", action="store_true", help="each family's tiny variant")
   parser.add_argument("--height", type=int, default=480)
   parser.add_argument("--width", type=int, default=640)
   parser.add_argument("--repeats", type=int, default=3,
                       help="timed forward passes (median)")
   args = parser.parse_args()
-  names = [f"{name}_tiny" if args.tiny else name for name in args.models.split(",")]
+  names = args.models.split(",")
   unknown = sorted(set(names) - set(models.names()))
   if unknown:
     raise SystemExit(f"unknown models {unknown}; registered: {models.names()}")
+  if args.tiny:
+    names = [registry.get(name).tiny_variant for name in names]
 
   print(f"backend: {jax.default_backend()} ({jax.devices()[0].device_kind}), jax {jax.__version__},"
         f" one {args.height}x{args.width} grey pair, median of {args.repeats} runs")

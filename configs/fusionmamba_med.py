@@ -2,10 +2,10 @@
 
 Paper-size training ([2, 2, 9, 2] model; the released CT-MRI weights are the [2, 2, 1, 2]
 `--config.model.name=fusionmamba_ct_mri` variant) on the Harvard pairs of one task (`task` =
-ct, pet or spect; shared/docs/architectures.md 2.7-2.8), e.g. with the staged data:
+ct, pet or spect; docs/architectures.md 2.7-2.8), e.g. with data laid out as docs/data.md says:
 
   python run.py --config=configs/fusionmamba_med.py:task=ct --workdir=runs/fusionmamba_ct \
-      --config.data.manual_dir=/path/to/shared/data
+      --config.data.manual_dir=/path/to/data
 
 30,000 steps of batch 2 on the whole 256x256 images, no augmentation (the paper rotates the
 pairs into 30,000), Adam 1.333e-4 x 0.75 per 15,000 steps; loss 10 MSE intensity + 1 gradient

@@ -1,7 +1,7 @@
 """FusionMamba on infrared-visible pairs: the settings of its official train.py, paper weights.
 
 Paper-size training ([2, 2, 9, 2] model) on MSRS (the code trains on 30,000 KAIST pairs, which
-fusionjax has no builder for; shared/docs/architectures.md 2.7-2.8):
+fusionjax has no builder for; docs/architectures.md 2.7-2.8):
 
   python run.py --config=configs/fusionmamba_vif.py --workdir=runs/fusionmamba_vif \
       --config.data.manual_dir=/path/to/MSRS --config.data.data_dir=/path/to/tfds

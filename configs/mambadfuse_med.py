@@ -1,10 +1,10 @@
 """MambaDFuse on medical pairs (MRI with CT, PET or SPECT): its official code's MIF settings.
 
 Paper-size training on the Harvard AANLIB pairs of one task (`task` = ct, pet or spect;
-shared/docs/architectures.md 1.5-1.6), e.g. with the staged data of this project:
+docs/architectures.md 1.5-1.6), e.g. with data laid out as docs/data.md says:
 
   python run.py --config=configs/mambadfuse_med.py:task=pet --workdir=runs/mambadfuse_pet \
-      --config.data.manual_dir=/path/to/shared/data
+      --config.data.manual_dir=/path/to/data
 
 10,000 steps of batch 12 (random 64x64 crops, dihedral augmentation), Adam 2e-4, EMA 0.999,
 loss 20 intensity + 100 gradient + 50 (1 - SSIM averaged over both sources).

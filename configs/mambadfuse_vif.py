@@ -1,6 +1,6 @@
 """MambaDFuse on infrared-visible pairs: the settings of its official code (train_mambadfuse_vif).
 
-Paper-size training on MSRS (1,083 train pairs; shared/docs/architectures.md 1.5-1.6):
+Paper-size training on MSRS (1,083 train pairs; docs/architectures.md 1.5-1.6):
 
   python run.py --config=configs/mambadfuse_vif.py --workdir=runs/mambadfuse_vif \
       --config.data.manual_dir=/path/to/MSRS --config.data.data_dir=/path/to/tfds

@@ -2,7 +2,7 @@
 
 The official training script and loss weights are unpublished; the loss is rebuilt from the
 released bytecode (fusionjax.losses.s4fusion), its weights, the softmax temperature and
-the warm-up length here are our assumptions (shared/docs/architectures.md 3.5-3.6). Paper-size
+the warm-up length here are our assumptions (docs/architectures.md 3.5-3.6). Paper-size
 training on MSRS (the paper adds 70% of M3FD and RoadScene):
 
   python run.py --config=configs/s4fusion_vif.py --workdir=runs/s4fusion_vif \

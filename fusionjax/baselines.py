@@ -1,13 +1,13 @@
 """The fuser protocol, and the classical baselines that every results table carries.
 
 A ``Fuser`` is anything fusionjax can run over images: a pure function ``apply(params, a, b)``
-on (batch, H, W, 1) float32 planes in [0, 1] plus the conventions its inputs and outputs follow
+on grey planes (``fusionjax.shapes.Planes``) plus the conventions its inputs and outputs follow
 (Y convention, output rounding, smallest size, tile overlap). Trained models become fusers with
 ``fusionjax.fuse.model_fuser(params)``; the three classical baselines here are fusers already,
 so ``fusionjax.fuse`` and ``fusionjax.evaluation`` treat both alike::
 
     fuser = baselines.get("laplacian_pyramid")
-    fused = fuser.apply(fuser.params, a, b)          # (batch, H, W, 1)
+    fused = fuser.apply(fuser.params, a, b)          # a, b, fused: Planes
 
 Baselines (pixel-domain, no parameters; ``params`` is None):
 
@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fusionjax import color
+from fusionjax.shapes import Image, Planes
 
 Output = Literal["clip", "stretch"]
 
@@ -38,9 +39,8 @@ class Fuser:
 
     Attributes:
       name: used for output folders and table rows.
-      apply: pure and jittable, ``apply(params, a, b) -> fused``; a, b and fused are
-        (batch, H, W, 1) float32, inputs in [0, 1]. Any padding the method needs for its own
-        architecture happens inside.
+      apply: pure and jittable, ``apply(params, a, b) -> fused``, on ``Planes``. Any padding
+        the method needs for its own architecture happens inside.
       params: pytree passed as ``apply``'s first argument (None for baselines).
       y_convention: BT.601 range ("full" or "studio", ``fusionjax.color``) of the Y a colour
         ``b`` source is fused as, and of the chroma put back.
@@ -60,16 +60,15 @@ class Fuser:
       overlap: default tile overlap in pixels; ``fusionjax.fuse.tiling`` discards its outer quarter,
         so a quarter of it should cover the method's receptive radius where that is finite.
       read_grey: an official test script's reading, in place of the colour pipeline:
-        ``read_grey(image_a, image_b)`` turns the decoded sources ((H, W, C) as
-        ``fusionjax.data.io.decode_image`` gives them) into the two grey images the script
-        fuses, (H, W) uint8 or float32 in [0, 1]; the fused image is saved grey
-        (``fusionjax.fuse.model_fuser(..., protocol="official")``).
+        ``read_grey(image_a, image_b)`` turns the decoded sources (``Image``) into the two
+        grey images the script fuses, (H, W) uint8 or float32 in [0, 1]; the fused image is
+        saved grey (``fusionjax.fuse.model_fuser(..., protocol="official")``).
       resize_to: with ``read_grey``, both greys are resized (bicubic, Pillow) to this square
         before fusion, and the fused image is saved at that size (FusionMamba's test script).
     """
 
     name: str
-    apply: Callable[[Any, jax.Array, jax.Array], jax.Array]
+    apply: Callable[[Any, Planes, Planes], Planes]
     params: Any = dataclasses.field(default=None, repr=False)
     y_convention: color.Convention = "full"
     quantize_y: bool = False
@@ -79,17 +78,17 @@ class Fuser:
     tile_grid: int = 1
     tile_offset: Callable[[int], int] | None = None
     overlap: int = 32
-    read_grey: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
+    read_grey: Callable[[Image, Image], tuple[np.ndarray, np.ndarray]] | None = None
     resize_to: int | None = None
 
 
-def mean(a: jax.Array, b: jax.Array) -> jax.Array:
-    """Average fusion: (batch, H, W, 1) x 2 -> (batch, H, W, 1)."""
+def mean(a: Planes, b: Planes) -> Planes:
+    """Average fusion."""
     return (a + b) / 2
 
 
-def max_absolute(a: jax.Array, b: jax.Array) -> jax.Array:
-    """Choose-max fusion, per pixel the value of larger magnitude: (batch, H, W, 1) x 2 -> same."""
+def max_absolute(a: Planes, b: Planes) -> Planes:
+    """Choose-max fusion, per pixel the value of larger magnitude."""
     return jnp.where(jnp.abs(a) >= jnp.abs(b), a, b)
 
 
@@ -119,8 +118,8 @@ def _expand(x: jax.Array, height: int, width: int) -> jax.Array:
     return upsampled[:, _RADIUS:_RADIUS + height, _RADIUS:_RADIUS + width]
 
 
-def laplacian_pyramid(a: jax.Array, b: jax.Array, levels: int = 4) -> jax.Array:
-    """Laplacian-pyramid fusion: (batch, H, W, 1) x 2 -> (batch, H, W, 1).
+def laplacian_pyramid(a: Planes, b: Planes, levels: int = 4) -> Planes:
+    """Laplacian-pyramid fusion.
 
     ``levels`` counts the pyramid levels including the low-pass residual, so H and W must be
     at least ``pyramid_min_size(levels)`` (the residual needs 3 pixels for the reflected blur).
@@ -147,8 +146,8 @@ def pyramid_min_size(levels: int) -> int:
     return 2 ** levels + 1
 
 
-def _ignore_params(function: Callable[[jax.Array, jax.Array], jax.Array]):
-    def apply(params: None, a: jax.Array, b: jax.Array) -> jax.Array:
+def _ignore_params(function: Callable[[Planes, Planes], Planes]):
+    def apply(params: None, a: Planes, b: Planes) -> Planes:
         del params
         return function(a, b)
 

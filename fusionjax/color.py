@@ -27,23 +27,9 @@ says ``...``.
 from typing import Literal
 
 import numpy as np
+from PIL import Image
 
 Convention = Literal["full", "studio"]
-
-# Y convention each model was trained with (see shared/docs/architectures.md 1.6, 2.8, 3.7 and
-# shared/docs/parity.md section 2):
-# * MambaDFuse reads precomputed VI_Y/PET_Y/SPECT_Y files whose values lie in 16..236 with
-#   black at exactly 16: MATLAB rgb2ycbcr, i.e. studio range; its README recolours with
-#   hanna-xu/utils (MATLAB ycbcr2rgb, the 1.164 studio scale).
-# * FusionMamba converts the visible image with OpenCV BGR->GRAY and recolours with OpenCV's
-#   full-range YCrCb.
-# * S4Fusion computes Y = 0.299 R + 0.587 G + 0.114 B on [0, 1] RGB (full range) and ships the
-#   matching full-range inverse.
-MODEL_Y_CONVENTION: dict[str, Convention] = {
-    "mambadfuse": "studio",
-    "fusionmamba": "full",
-    "s4fusion": "full",
-}
 
 _KR, _KB = 0.299, 0.114
 _KG = 1.0 - _KR - _KB
@@ -140,7 +126,8 @@ def to_fusion_input(
     Args:
       image: (H, W), (H, W, 1) or (H, W, 3); uint8, uint16 or floats in [0, 1]. Four-channel
         (RGBA) and two-channel images are rejected.
-      convention: Y convention of the model that will fuse it (``MODEL_Y_CONVENTION``).
+      convention: Y convention of the model that will fuse it (its family's
+        ``InferenceSpec.y_convention``).
       quantize: round the Y of a colour image to the 8-bit grid (halves up), as the offline
         ``*_Y`` PNG files that MambaDFuse was trained and tested on were stored.
 
@@ -236,3 +223,38 @@ def recolor(
             f"expected {fused_y.shape[:-1] + (2,)}"
         )
     return ycbcr_to_rgb(np.concatenate([fused_y, cbcr], axis=-1), convention)
+
+
+# --- the official test scripts' readings of 8-bit files (protocol "official") ---------------
+
+
+def eight_bit(image: np.ndarray) -> np.ndarray:
+    """``image`` if it is 8-bit; a ValueError otherwise (the official scripts read 8 bits)."""
+    if image.dtype != np.uint8:
+        raise ValueError(f"protocol 'official' reads 8-bit images, as the official test scripts "
+                         f"do; got {image.dtype}: convert to 8 bits or use protocol 'default'")
+    return image
+
+
+def pillow_image(image: np.ndarray) -> Image.Image:
+    """An 8-bit (H, W, 1) or (H, W, 3) array as a Pillow "L" or "RGB" image."""
+    image = eight_bit(image)
+    return Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+
+
+def opencv_grey(image: np.ndarray) -> np.ndarray:
+    """``cv2.imread(path, cv2.IMREAD_GRAYSCALE)`` of a PNG: a colour one through libpng's grey
+    conversion (``libpng_grey``), a grey one as it is. (OpenCV greys other formats with their
+    own codecs' weights, which can differ by one level.)"""
+    image = eight_bit(image)
+    return image[..., 0] if image.shape[-1] == 1 else libpng_grey(image)
+
+
+def matlab_y_file(image: np.ndarray) -> np.ndarray:
+    """An 8-bit ``*_Y`` file as MATLAB ``rgb2ycbcr`` writes it from an RGB image: the
+    studio-range Y rounded to 8 bits, also when R = G = B (black 16, white 235); a one-channel
+    image as it is."""
+    image = eight_bit(image)
+    if image.shape[-1] == 1:
+        return image[..., 0]
+    return to_8_bits(rgb_to_ycbcr(image / 255.0, "studio")[..., 0])

@@ -87,23 +87,25 @@ def _field_type(config_cls: type, field: dataclasses.Field, default: Any) -> typ
   the annotation's (`int | None` -> int)."""
   if default is not None:
     return type(default)
-  annotation = typing.get_type_hints(config_cls)[field.name]
-  options = [option for option in typing.get_args(annotation) if option is not type(None)]
-  return (typing.get_origin(options[0]) or options[0]) if options else annotation
+  annotation = registry.field_types(config_cls)[field.name]
+  arm = registry.optional_arm(annotation)
+  return annotation if arm is None else typing.get_origin(arm) or arm
 
 
 def model_config(name: str, *, tiny: bool = False, **overrides: Any) -> ml_collections.ConfigDict:
   """The `model` section: `name` (a registered variant) plus one field per field of its Config
   dataclass, each None ("the variant's default") unless set.
 
-  `tiny` selects the registered "<name>_tiny" variant. Every field exists, typed, so that it
+  `tiny` selects the family's small variant (`registry.Family.tiny_variant`). Every field exists, typed, so that it
   can be overridden from the command line (`--config.model.d_state=8`); `overrides` set fields
   here (unknown ones are refused). The fields left None take the defaults of the variant that
   `name` names when the model is built, so `--config.model.name=fusionmamba_ct_mri` gives
   that variant's defaults, with explicit field overrides on top, never a mix of two variants'
   defaults. `resolve` writes the resolved values out (run.py records them in config.json).
   """
-  name = f"{name}_tiny" if tiny else name
+  if tiny:
+    _lookup(name)
+    name = registry.get(name).tiny_variant
   config_cls, _ = _lookup(name)
   defaults = config_cls()
   fields = {field.name: ml_collections.config_dict.placeholder(
@@ -125,9 +127,9 @@ def _lookup(name: str) -> tuple[type, type]:
 
 
 def model_family(name: str) -> str:
-  """"mambadfuse", "fusionmamba" or "s4fusion": the family of a registered model variant."""
+  """The family name ("mambadfuse", ...) of a registered model variant."""
   _lookup(name)
-  return registry.family_of(name)
+  return registry.get(name).name
 
 
 def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -158,14 +160,14 @@ def base_config(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0  # model init, data order and augmentation, stochastic depth
   config.model = model
-  # `name` picks the loss (fusionjax.training.steps.LOSSES); the other fields are its keyword
-  # arguments (weights and variants), set by each config file.
+  # `name` is the model family, whose loss (`registry.Family.loss`) takes the other fields as
+  # keyword arguments (weights and variants), set by each config file.
   config.loss = ml_collections.ConfigDict({"name": model_family(model.name)})
   config.data = ml_collections.ConfigDict(dict(
       dataset="",  # TFDS name of a fusionjax.data.builders dataset ("harvard/ct_mri", "msrs")
       # Where the pairs are read from: TFDS array_record files in `data_dir` (built once from
       # `manual_dir` when both are set); else the raw folders in `manual_dir` (any layout the
-      # dataset's builder accepts, e.g. shared/data's <dataset>/<split>/<modality>/); else the
+      # dataset's builder accepts, e.g. docs/data.md's <dataset>/<split>/<modality>/); else the
       # pairs embedded in the package (fusionjax.data.sample_dir()).
       data_dir="",
       manual_dir="",
@@ -173,7 +175,7 @@ def base_config(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       eval_split="test",
       # Feed the model (img_b, img_a) instead of (img_a, img_b), where img_a is the grey
       # modality (ir, mri, pc) and img_b the other (vi, ct, pet, spect, gfp). The Y
-      # convention of img_b is the model family's (fusionjax.color.MODEL_Y_CONVENTION).
+      # convention of img_b is the model family's (`InferenceSpec.y_convention`).
       swap_inputs=False,
       crop_size=128,  # random square crop, the same position in both images
       batch_size=8,  # global, over all devices and processes
@@ -232,7 +234,7 @@ def shrink(config: ml_collections.ConfigDict, *, train_split: str) -> ml_collect
   is evaluated on pairs it did not train on, else "test" (then it evaluates on its training
   pairs).
   """
-  if not config.model.name.endswith("_tiny"):
+  if config.model.name != registry.get(config.model.name).tiny_variant:
     raise ValueError(f"shrink() needs a tiny model, got {config.model.name!r}")
   config.data.update(data_dir="", manual_dir="", train_split=train_split, eval_split="test",
                      crop_size=TINY_CROP_SIZE, batch_size=TINY_BATCH_SIZE, num_threads=1,

@@ -14,7 +14,7 @@
 
 Every table thus carries the classical baselines next to the model (``baseline_fusers``).
 
-Metric inputs follow the reference pipeline (shared/docs/metrics.md section 2): each image as a
+Metric inputs follow the reference pipeline (docs/metrics.md section 2): each image as a
 reader of the files sees it, 8-bit (16-bit sources scaled by 255/65535 and rounded), converted
 to grey levels on 0..255 with OpenCV's rounded BT.601 rule (``fusionjax.metrics.rgb_to_grey``);
 for a colour result that is the grey of the recoloured RGB file. Means are arithmetic means over
@@ -37,6 +37,7 @@ from matplotlib.figure import Figure
 from fusionjax import baselines, fuse, metrics
 from fusionjax.baselines import Fuser
 from fusionjax.metrics.inputs import Convention as MetricConvention
+from fusionjax.shapes import GreyImage
 
 _ID_COLUMNS = ("method", "name", "height", "width")
 _SCORE_CHUNK = 16  # fused pairs scored together (metrics.evaluate_batch stacks same sizes)
@@ -57,9 +58,9 @@ def to_8bit(image: np.ndarray) -> np.ndarray:
     return np.clip(np.round(image.astype(np.float64) * scale), 0, 255).astype(np.uint8)
 
 
-def grey_levels(image: np.ndarray) -> np.ndarray:
-    """What the metrics see of an image: (H, W), (H, W, 1) or (H, W, 3) -> (H, W) float32 grey
-    levels on 0..255 (``to_8bit``, then ``metrics.rgb_to_grey``)."""
+def grey_levels(image: np.ndarray) -> GreyImage:
+    """What the metrics see of an image, (H, W), (H, W, 1) or (H, W, 3): float32 grey levels
+    (``to_8bit``, then ``metrics.rgb_to_grey``)."""
     image = to_8bit(image)
     return metrics.rgb_to_grey(image[..., 0] if image.ndim == 3 and image.shape[-1] == 1
                                else image)

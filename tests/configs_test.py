@@ -60,7 +60,7 @@ def test_config_loads_and_builds(name, arg):
 
 
 def test_paper_sizes():
-  """The paper-size configs build the papers' models (architectures.md 1.8, 2.9, 3.8)."""
+  """The paper-size configs build the papers' models (docs/architectures.md 1.8, 2.9, 3.8)."""
   counts = {name: abstract_parameter_count(repr(load(name, None).model.to_dict()))
             for name in ("mambadfuse_vif", "s4fusion_vif")}
   assert counts["mambadfuse_vif"] == 1_347_271

@@ -1,11 +1,10 @@
 """Test-session setup: 8 simulated CPU devices (for sharding tests) and strict rank promotion.
 
-With FUSIONJAX_FORBID_SKIPS=1 (as .ci/run sets: CI has ../shared beside the checkout and runs on
-CPU) a skipped test fails, so that parity tests cannot pass CI by skipping.
+With FUSIONJAX_FORBID_SKIPS=1 (as .ci/run sets: CI has the parity fixtures beside the checkout
+and runs on CPU) a skipped test fails, so that parity tests cannot pass CI by skipping.
 """
 
 import os
-from pathlib import Path
 
 import jax
 import pytest
@@ -13,16 +12,7 @@ import pytest
 jax.config.update("jax_num_cpu_devices", 8)
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
-SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
 FORBID_SKIPS = os.environ.get("FUSIONJAX_FORBID_SKIPS") == "1"
-
-
-@pytest.fixture(scope="session")
-def shared_dir() -> Path:
-  """The shared/ folder beside the checkout (data, weights, reference outputs)."""
-  if not SHARED_DIR.is_dir():
-    pytest.skip(f"shared fixtures folder not found at {SHARED_DIR}")
-  return SHARED_DIR
 
 
 @pytest.hookimpl(wrapper=True)

@@ -13,8 +13,12 @@ import pytest
 def test_marked_skip():
   pass
 
-def test_fixture_skip(shared_dir):
-  pytest.skip("inside the test")
+@pytest.fixture
+def missing_fixtures():
+  pytest.skip("fixtures folder not found")
+
+def test_fixture_skip(missing_fixtures):
+  pass
 
 @pytest.mark.xfail(reason="an expected failure is not a skip")
 def test_expected_failure():

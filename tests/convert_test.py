@@ -20,6 +20,7 @@ import json
 import os
 import pickle
 import re
+import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -32,6 +33,7 @@ import safetensors.numpy
 from flax import nnx
 
 from fusionjax import convert, fuse, models
+from fusionjax.convert import mapping
 from fusionjax.models import fusionmamba, mambadfuse, registry, s4fusion
 from model_testing import CHEAP_COMPILE, build
 
@@ -79,6 +81,17 @@ class _RunsCode:
     return os.system, (f"touch {self.marker}",)
 
 
+def test_the_mapping_helpers_import_no_model():
+  """The paper modules import `fusionjax.convert.mapping`: importing it (and the package) must not
+  import the models back; the registry-backed names load on first use."""
+  script = ("import sys, fusionjax.convert.mapping\n"
+            "assert not [m for m in sys.modules if m.startswith('fusionjax.models')]\n"
+            "from fusionjax import convert\n"
+            "assert callable(convert.convert) and callable(convert.main)\n"
+            "assert 'fusionjax.models.mambadfuse' in sys.modules\n")
+  subprocess.run([sys.executable, "-c", script], check=True, cwd=Path(__file__).parent)
+
+
 def test_refuses_pickled_code(tmp_path):
   marker = tmp_path / "executed"
   path = _torch_style_zip(tmp_path / "evil.pth", pickle.dumps({"w": _RunsCode(marker)}, 2))
@@ -104,12 +117,14 @@ def test_drops_dataparallel_prefix(tmp_path):
   assert sorted(convert.load_state_dict(path)) == ["a.weight", "b"]
 
 
-def test_flax_layout():
+def test_layout_transforms():
   linear = np.arange(6.0).reshape(2, 3)  # (out, in)
-  np.testing.assert_array_equal(convert.flax_layout("kernel", linear), linear.T)
+  np.testing.assert_array_equal(mapping.linear_weight(linear, (3, 2)), linear.T)
   conv = np.arange(120.0).reshape(5, 4, 3, 2)  # (out, in, kh, kw)
-  assert convert.flax_layout("kernel", conv)[2, 1, 3, 4] == conv[4, 3, 2, 1]
-  np.testing.assert_array_equal(convert.flax_layout("scale", linear), linear)
+  assert mapping.conv_weight(conv, (3, 2, 4, 5))[2, 1, 3, 4] == conv[4, 3, 2, 1]
+  conv1d = np.arange(24.0).reshape(6, 1, 4)  # (out, in/groups, k)
+  assert mapping.conv_weight(conv1d, (4, 1, 6))[3, 0, 5] == conv1d[5, 0, 3]
+  np.testing.assert_array_equal(mapping.identity(linear, (2, 3)), linear)
 
 
 @pytest.fixture(scope="module")
@@ -150,15 +165,16 @@ def test_convert_names_every_bad_tensor(official_state_dict):
   with pytest.raises(convert.ConversionError) as error:
     convert.convert(sd, "mambadfuse", mambadfuse.Config())  # inference would see 6 M3 blocks
   message = str(error.value)
-  assert "1 missing tensors: M3_block3.multi_modal_mamba_block.D_c" in message
-  assert "1 unexpected tensors: M3_block6.norm1.body.weight" in message
-  assert "2 misshapen tensors: conv_last1.weight" in message
-  assert "feature_re.0.encoder.x_proj.weight: shape (120, 36)" in message
+  assert "1 PyTorch tensors missing from the state_dict: M3_block3.multi_modal_mamba_block.D_c" \
+      in message
+  assert "1 PyTorch tensors with no NNX parameter: M3_block6.norm1.body.weight" in message
+  assert "2 misshapen tensors: conv_last1.weight (30, 5, 3, 3) does not fit" in message
+  assert "feature_re.0.encoder.x_proj.weight (120, 36) does not fit" in message
 
 
 @needs_shared
 def test_convert_refuses_parameters_the_official_code_lacks(official_state_dict):
-  with pytest.raises(convert.ConversionError, match=r"5 parameters the official code lacks: "
+  with pytest.raises(convert.ConversionError, match=r"5 NNX parameters without a PyTorch tensor: "
                      r"M3_block\.0\.multi_modal_mamba_block\.A_c_log"):
     convert.convert(official_state_dict, "mambadfuse", mambadfuse.Config(m3_separate_c_a=True))
   with pytest.raises(TypeError, match="must be a Config"):
@@ -174,7 +190,8 @@ def test_save_and_load_params_round_trip(tmp_path):
   for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(params)):
     np.testing.assert_array_equal(a, b)
   chunked = convert.load_params(tmp_path, scan_impl="chunked")
-  assert {m.impl for _, m in nnx.iter_graph(chunked.module()) if hasattr(m, "impl")} == {"chunked"}
+  assert {m.scan_impl for _, m in nnx.iter_graph(chunked.module())
+          if hasattr(m, "scan_impl")} == {"chunked"}
   tensors = safetensors.numpy.load_file(tmp_path / convert.PARAMS_FILE)
   del tensors["conv_last3.bias"]
   safetensors.numpy.save_file(tensors, tmp_path / convert.PARAMS_FILE)
@@ -317,12 +334,12 @@ def test_another_models_checkpoint_gets_a_short_summary(tmp_path, capsys):
                          "--output", tmp_path)
   assert "not a 'mambadfuse' one: its 559 tensor names look like 'fusionmamba' (559 of 559" in error
   # The Python API with a config: every kind of problem counted, the first few named.
-  with pytest.raises(convert.ConversionError) as by_sources:
+  with pytest.raises(convert.ConversionError) as as_mambadfuse:
     convert.convert(convert.load_state_dict(fusionmamba_path), "mambadfuse", mambadfuse.Config())
-  with pytest.raises(convert.ConversionError) as by_loader:
+  with pytest.raises(convert.ConversionError) as as_s4fusion:
     convert.convert(convert.load_state_dict(WEIGHTS), "s4fusion", s4fusion.Config())
-  for error, theirs, ours in ((by_sources, "fusionmamba", "mambadfuse"),
-                              (by_loader, "mambadfuse", "s4fusion")):
+  for error, theirs, ours in ((as_mambadfuse, "fusionmamba", "mambadfuse"),
+                              (as_s4fusion, "mambadfuse", "s4fusion")):
     message = str(error.value)
     assert message.startswith(f"state_dict does not match {ours!r}: ")
     assert re.search(r"\d+ [^;]*missing[^;]*: [^;]*, \.\.\. \(\+\d+ more\)", message)

@@ -117,6 +117,34 @@ def test_read_image_errors_name_the_file_and_the_problem(tmp_path):
         io.read_image(_save(tmp_path / "nan.tif", nan))
 
 
+def test_image_header_is_what_decode_image_returns_without_the_pixels(tmp_path):
+    palette = tmp_path / "p.png"
+    Image.fromarray(np.zeros((5, 7), np.uint8)).convert("P").save(palette)
+    for path in (_save(tmp_path / "grey.png", np.zeros((5, 7), np.uint8)),
+                 _save(tmp_path / "rgb.jpg", np.zeros((5, 7, 3), np.uint8)),
+                 _save(tmp_path / "g16.png", np.zeros((5, 7), np.uint16)),
+                 _save(tmp_path / "f.tif", np.zeros((5, 7), np.float32)),
+                 _save(tmp_path / "bilevel.bmp", np.zeros((5, 7), bool)), palette):
+        header = io.image_header(path.read_bytes(), str(path))
+        image = io.read_image(path)
+        assert (header.height, header.width, header.channels) == image.shape, path.name
+        assert header.dtype == image.dtype, path.name
+
+    (tmp_path / "junk.png").write_bytes(b"not an image at all")
+    Image.new("CMYK", (4, 4)).save(tmp_path / "cmyk.tif")
+    for path, message in ((tmp_path / "junk.png", "not a readable image"),
+                          (_save(tmp_path / "rgba.png", np.zeros((4, 4, 4), np.uint8)),
+                           "image has an alpha channel"),
+                          (_png_rgb16(tmp_path / "rgb16.png"), "16-bit colour images"),
+                          (tmp_path / "cmyk.tif", "unsupported image mode 'CMYK'")):
+        with pytest.raises(ValueError, match=f"{path.name}: {message}"):
+            io.image_header(path.read_bytes(), str(path))
+
+    whole = (ROADSCENE_TEST / "vi" / "FLIR_00211.png").read_bytes()
+    truncated = whole[: len(whole) // 2]  # a sound header: found only when decoded
+    assert io.image_header(truncated, "truncated.png")[:3] == (301, 496, 3)
+
+
 def test_pair_folders_pairs_by_stem_and_strips_prefixes(tmp_path):
     for name in ("002", "001"):
         _save(tmp_path / "pci" / f"PCI_{name}.bmp", np.zeros((2, 2), np.uint8))
@@ -143,13 +171,14 @@ def test_pair_folders_errors(tmp_path):
         io.pair_folders(tmp_path / "ir", tmp_path / "vi")
 
 
-def test_decode_pair_rejects_size_mismatch(tmp_path):
+@pytest.mark.parametrize("read", [io.decode_pair, io.pair_headers])
+def test_decode_pair_rejects_size_mismatch(tmp_path, read):
     path_a = _save(tmp_path / "ir" / "x.png", np.zeros((4, 6), np.uint8))
     path_b = _save(tmp_path / "vi" / "x.png", np.zeros((4, 5, 3), np.uint8))
     record = io.PairedFolderSource([io.ImagePair("x", path_a, path_b)])[0]
     with pytest.raises(ValueError, match=r"pair 'x': size mismatch, .*ir/x.png is 6x4 \(WxH\) "
                                          r"but .*vi/x.png is 5x4"):
-        io.decode_pair(record)
+        read(record)
 
 
 def test_pipeline_errors_name_the_pair(tmp_path):
@@ -157,7 +186,7 @@ def test_pipeline_errors_name_the_pair(tmp_path):
     path_b = _save(tmp_path / "vi" / "hot.png", np.zeros((4, 4, 3), np.uint8))
     source = io.PairedFolderSource([io.ImagePair("hot", path_a, path_b)])
     with pytest.raises(ValueError, match=r"pair 'hot': float image values must lie in \[0, 1\]"):
-        pipeline.eval_dataset(source, convention="full", process_index=0, process_count=1)[0]
+        pipeline.to_model_input(pipeline.read_example(source[0]), "full")
 
 
 # --- TFDS builders -------------------------------------------------------------------------
@@ -199,9 +228,7 @@ def test_harvard_configs_and_split_slicing(tmp_path):
     ct = builders.prepare(
         "harvard/cddfuse_ct_mri", manual_dir=manual_dir, data_dir=tmp_path / "tfds"
     )
-    example = pipeline.eval_dataset(
-        ct.as_data_source("test"), convention="full", process_index=0, process_count=1
-    )[0]
+    example = pipeline.to_model_input(pipeline.read_example(ct.as_data_source("test")[0]), "full")
     assert "cb" not in example  # CDDFuse stores grey CT as RGB with R = G = B
     assert "tensorflow" not in sys.modules
 
@@ -253,12 +280,14 @@ def test_builder_errors_name_the_problem(tmp_path):
 # --- grain pipelines -----------------------------------------------------------------------
 
 
-def test_eval_dataset_full_size_with_colour(tmp_path):
-    ds = pipeline.eval_dataset(
-        _roadscene_source(), convention="studio", quantize=True, process_index=0, process_count=1
-    )
-    assert len(ds) == 4
-    batch = ds[0]
+def _model_inputs(source, convention="full", **kwargs) -> list[dict]:
+    return [pipeline.to_model_input(pipeline.read_example(source[index]), convention, **kwargs)
+            for index in range(len(source))]
+
+
+def test_model_input_full_size_with_colour():
+    batch = pipeline.stack_examples(
+        _model_inputs(_roadscene_source(), "studio", quantize=True)[:1])
     assert batch["name"].tolist() == ["FLIR_00211"]
     for key in ("img_a", "img_b", "cb", "cr"):
         assert batch[key].shape == (1, 301, 496, 1) and batch[key].dtype == np.float32
@@ -271,26 +300,21 @@ def test_eval_dataset_full_size_with_colour(tmp_path):
     np.testing.assert_array_equal(cbcr_batch[0], cbcr)
     recoloured = color.recolor(batch["img_b"], cbcr_batch, "studio")[0]
     assert np.abs(recoloured * 255 - vi).max() < 1.0  # quantised Y: within one grey level
-    # Without explicit process arguments the slice is this JAX process's (1 of 1 here).
-    assert len(pipeline.eval_dataset(_roadscene_source(), convention="full")) == 4
 
 
-def test_eval_batching_of_same_size_pairs_and_clear_errors():
+def test_stacking_same_size_pairs_and_clear_errors():
     harvard = SAMPLES / "harvard_pet_mri" / "test"
     pet = io.PairedFolderSource.from_folders(harvard / "mri", harvard / "pet")
-    batch = pipeline.eval_dataset(pet, convention="full", batch_size=2,
-                                  process_index=0, process_count=1)[0]
+    batch = pipeline.stack_examples(_model_inputs(pet))
     assert batch["img_a"].shape == (2, 256, 256, 1) and batch["cb"].shape == (2, 256, 256, 1)
 
     with pytest.raises(ValueError, match="image sizes differ"):
-        pipeline.eval_dataset(_roadscene_source(), convention="full", batch_size=2,
-                              process_index=0, process_count=1)[0]
+        pipeline.stack_examples(_model_inputs(_roadscene_source())[:2])
     ct = SAMPLES / "harvard_ct_mri" / "test"
     mixed = io.PairedFolderSource(io.pair_folders(harvard / "mri", harvard / "pet")[:1]
                                   + io.pair_folders(ct / "mri", ct / "ct")[:1])
     with pytest.raises(ValueError, match="only some have colour"):
-        pipeline.eval_dataset(mixed, convention="full", batch_size=2,
-                              process_index=0, process_count=1)[0]
+        pipeline.stack_examples(_model_inputs(mixed))
 
 
 def _train(seed: int = 0, **overrides) -> grain.IterDataset:
@@ -346,6 +370,9 @@ def test_process_shards_are_disjoint_and_cover_the_data():
 
 def test_finite_epochs_drop_the_incomplete_batch():
     assert len(list(_train(batch_size=3, num_epochs=1))) == 1
+    # Without explicit process arguments the slice is this JAX process's (1 of 1 here).
+    assert len(list(_train(batch_size=1, num_epochs=1, process_index=None,
+                           process_count=None))) == 4
 
 
 def test_small_images_raise_or_are_skipped():

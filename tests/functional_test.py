@@ -12,6 +12,8 @@ import pytest
 from flax import nnx
 
 from fusionjax import models
+from fusionjax.layers.mamba import SelectiveScanBranch
+from fusionjax.layers.ssm import SelectiveSSM
 from fusionjax.models import mambadfuse
 
 # Overrides of TinyConfig that keep its shapes (initialisers compile once per shape).
@@ -49,6 +51,20 @@ def test_build_and_init_agree():
   model = models.build(config, rngs=nnx.Rngs(params=0))
   assert isinstance(model, mambadfuse.MambaDFuse)
   assert _leaves_equal(nnx.state(model), models.init(0, config).state)
+
+
+@pytest.mark.parametrize("name", ["mambadfuse_tiny", "fusionmamba_tiny", "s4fusion_tiny"])
+def test_config_scan_impl_reaches_every_scan_and_survives_split_merge(name):
+  model = nnx.eval_shape(
+      lambda: models.build({"name": name, "scan_impl": "chunked"}, rngs=nnx.Rngs(0)))
+  scan_impls = lambda m: [node.scan_impl for _, node in nnx.iter_modules(m)
+                          if isinstance(node, (SelectiveSSM, SelectiveScanBranch))]
+  assert scan_impls(model) and set(scan_impls(model)) == {"chunked"}
+  graphdef, state = nnx.split(model)
+  assert set(scan_impls(nnx.merge(graphdef, state))) == {"chunked"}
+  model.set_attributes(scan_impl="reference", raise_if_not_found=False)  # static: no state moves
+  assert set(scan_impls(model)) == {"reference"}
+  assert jax.tree.structure(nnx.state(model)) == jax.tree.structure(state)
 
 
 def test_config_errors():

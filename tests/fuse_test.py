@@ -247,16 +247,27 @@ def test_same_bucket_pairs_share_one_compilation(tmp_path):
     dir_a, dir_b = _write_pairs(tmp_path, shapes, colour=True)
     fuser = baselines.get("laplacian_pyramid")
     options = fuse.Options(batch_size=2, bucket_multiple=64)
-    fuse._compile.cache_clear()  # pylint: disable=protected-access
+    fuse.batching._compile.cache_clear()  # pylint: disable=protected-access
     paths = fuse.fuse_folders(fuser, dir_a, dir_b, tmp_path / "out", options=options,
                               progress=False)
-    assert fuse._compile.cache_info().misses == 1  # one (2, 64, 64) call for the bucket
+    assert fuse.batching._compile.cache_info().misses == 1  # one (2, 64, 64) call for the bucket
     for path, shape in zip(paths, shapes):
         single = fuse.fuse_arrays(fuser, io.read_image(dir_a / path.name),
                                   io.read_image(dir_b / path.name), options)
         fused = _read_png(path)
         assert fused.shape == (*shape, 3)
         np.testing.assert_array_equal(fused, single)
+
+
+def test_each_image_is_decoded_once(tmp_path, monkeypatch):
+    dir_a, dir_b = _write_pairs(tmp_path, [(20, 20), (24, 20)], colour=True)
+    decoded = []
+    decode_image = io.decode_image
+    monkeypatch.setattr(io, "decode_image",
+                        lambda data, source: decoded.append(source) or decode_image(data, source))
+    fuse.fuse_folders(baselines.get("mean"), dir_a, dir_b, tmp_path / "out", progress=False)
+    assert sorted(decoded) == sorted(str(folder / f"p{index}.png")
+                                     for folder in (dir_a, dir_b) for index in range(2))
 
 
 def test_dataset_split(tmp_path):
@@ -306,6 +317,17 @@ def test_bad_pair_is_named_and_nothing_is_written(tmp_path, breakage, message):
         fuse.fuse_folders(baselines.get("mean"), dir_a, dir_b, tmp_path / "out", progress=False)
     assert str(bad) in str(error.value)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_damaged_pixels_are_an_input_error_naming_the_file(tmp_path):
+    dir_a, dir_b = _write_pairs(tmp_path, [(20, 20), (20, 20)])
+    bad = dir_b / "p1.png"
+    whole = bad.read_bytes()
+    bad.write_bytes(whole[:len(whole) // 2])  # its header is sound: found when decoded
+    with pytest.raises(fuse.InputError, match="not a readable image") as error:
+        fuse.fuse_folders(baselines.get("mean"), dir_a, dir_b, tmp_path / "out", progress=False)
+    assert str(bad) in str(error.value)
+    assert not (tmp_path / "out" / "p1.png").exists()
 
 
 def test_arrays_of_different_sizes_are_refused():
@@ -366,9 +388,9 @@ def test_cpu_memory_budget_follows_the_available_memory(tmp_path, monkeypatch):
     meminfo = tmp_path / "meminfo"
     meminfo.write_text("MemTotal:       24000000 kB\nMemFree:  100 kB\n"
                        "MemAvailable:    4000000 kB\n")
-    monkeypatch.setattr(fuse, "_MEMINFO", meminfo)
+    monkeypatch.setattr(fuse.batching, "_MEMINFO", meminfo)
     assert fuse.default_memory_budget() == 2_000_000 * 1024  # half of what is available
-    monkeypatch.setattr(fuse, "_MEMINFO", tmp_path / "absent")
+    monkeypatch.setattr(fuse.batching, "_MEMINFO", tmp_path / "absent")
     assert 0 < fuse.available_host_memory() <= os.sysconf("SC_PAGE_SIZE") * os.sysconf(
         "SC_PHYS_PAGES")
 

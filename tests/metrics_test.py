@@ -194,7 +194,7 @@ def test_evaluate_returns_the_twelve_keys_in_order():
     assert all(isinstance(value, float) for value in result.values())
 
 
-# --- input validation --------------------------------------------------------------------------------
+# --- input validation ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -304,7 +304,7 @@ def test_matches_the_cddfuse_python_evaluator(case):
         if expected is None:
             assert math.isnan(ours[name]), name
         else:
-            # The task asks for 1e-3; float64 against the evaluator's float32 SSIM/Qabf stays within 1e-5.
+            # float64 against the evaluator's float32 SSIM/Qabf stays within 1e-5.
             assert ours[name] == pytest.approx(expected, rel=1e-5), name
 
 

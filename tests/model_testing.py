@@ -71,6 +71,12 @@ def build(model_cls, config, seed: int = 0) -> nnx.Module:
   return fill_random(nnx.eval_shape(lambda: model_cls(config, rngs=nnx.Rngs(seed))), seed)
 
 
+def with_scan_impl(module: nnx.Module, scan_impl: str) -> nnx.Module:
+  """`module` with `scan_impl` set on every selective-scan module inside it, as models do."""
+  module.set_attributes(scan_impl=scan_impl, raise_if_not_found=False)
+  return module
+
+
 def param_count(model: nnx.Module) -> int:
   return sum(int(np.prod(var.shape)) for _, var in nnx.to_flat_state(nnx.state(model, nnx.Param)))
 

@@ -1,6 +1,6 @@
 """FusionMamba: parity with the official code, official counts and tensor names, shapes, flags.
 
-Parity uses the fixtures of shared/ (shared/docs/parity.md section 8): seeded, perturbed weights of
+Parity uses the parity fixtures (docs/parity.md section 8): seeded, perturbed weights of
 the official `VSSM_Fusion` at a reduced width (embed 24, depths [2, 2, 1, 2] / [2, 1, 2, 2]) and
 what the official code computed with them on a CT-MRI, a PET-MRI and an infrared-visible pair,
 with per-stage activations of the CT-MRI one. The weights go through the public converter with no
@@ -134,8 +134,7 @@ def test_parameter_counts_are_officials():
   ct_mri = nnx.eval_shape(lambda: fusionmamba.FusionMamba(fusionmamba.CtMriConfig(),
                                                            rngs=nnx.Rngs(0)))
   block = nnx.eval_shape(lambda: DVSSBlock(384, d_state=16, expand=2, mlp_ratio=4.0,
-                                           drop_path_rate=0.0, scan_impl="auto",
-                                           rngs=nnx.Rngs(0)))
+                                           drop_path_rate=0.0, rngs=nnx.Rngs(0)))
   (_, ct_total, ct_trainable, _), (_, total, trainable, _) = (OFFICIAL_COUNTS["ct_mri"],
                                                               OFFICIAL_COUNTS["paper"])
   ct_params, ct_frozen = _trainable_and_frozen(ct_mri)
@@ -152,7 +151,7 @@ def test_parameter_counts_are_officials():
 def test_torch_map_names_every_official_tensor_once(variant):
   config, _, _, num_tensors = OFFICIAL_COUNTS[variant]
   ours = [name for name, _ in fusionmamba.torch_param_map(config).values()]
-  ours += fusionmamba.frozen_mask_names(config)
+  ours += list(fusionmamba.frozen_masks(config))
   official = _official_tensor_names(config)
   assert len(official) == num_tensors
   assert sorted(ours) == sorted(official)
@@ -171,19 +170,20 @@ def test_ldc_loaded_from_official_layout_reproduces_official_output():
   np.testing.assert_allclose(conv(x), want, atol=2e-6)
 
 
-def test_torch_to_params_checks_names_and_the_frozen_masks():
+def test_convert_checks_names_and_the_frozen_masks():
   config = _smallest_config()
   model = build(fusionmamba.FusionMamba, config)
   shapes = {path: var.shape for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param))}
   torch_shape = lambda shape: shape[::-1]  # right for vectors and square Linears only
   state_dict = {name: np.zeros(torch_shape(shapes[path]), np.float32)
                 for path, (name, _) in fusionmamba.torch_param_map(config).items()}
-  state_dict |= {name: np.full((3, 3), 2.0) for name in fusionmamba.frozen_mask_names(config)}
-  with pytest.raises(ValueError, match="6 ignored tensors failing their check: .*base_mask"):
-    fusionmamba.torch_to_params(state_dict, model)
+  state_dict |= {name: np.full((3, 3), 2.0) for name in fusionmamba.frozen_masks(config)}
+  with pytest.raises(convert.ConversionError,
+                     match="6 ignored tensors failing their check: .*base_mask"):
+    convert.convert(state_dict, "fusionmamba", config)
   del state_dict["Cross_block.1.self_attention_cross.in_proj2.weight"]
-  with pytest.raises(ValueError, match="missing from the state_dict.*in_proj2"):
-    fusionmamba.torch_to_params(state_dict, model)
+  with pytest.raises(convert.ConversionError, match="missing from the state_dict.*in_proj2"):
+    convert.convert(state_dict, "fusionmamba", config)
 
 
 def test_registry_has_paper_ct_mri_and_tiny_variants():

@@ -1,6 +1,6 @@
 """MambaDFuse: exact parity with the official PyTorch code, shapes, jit, gradients, scan impls.
 
-Parity uses the fixtures of shared/ (shared/docs/parity.md section 5): seeded, perturbed weights
+Parity uses the parity fixtures (docs/parity.md section 5): seeded, perturbed weights
 of the official architecture and what the official code computed with them. The raw-output parity
 runs the paper-size network on all 16 reference pairs (136x136 after padding), with the fastest
 CPU scan implementation ("reference"): about 5 s each on a 2-core CPU, most of this file's time.
@@ -21,6 +21,7 @@ from fusionjax.models import mambadfuse
 from fusionjax.layers.mamba import (
     M3Block, Mamba, MultiModalMamba, SelectiveScanBranch, exchange_even_channels,
     run_residual_stack)
+from model_testing import with_scan_impl
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 WEIGHTS = SHARED / "weights" / "mambadfuse" / "random_init_seed0.safetensors"
@@ -213,8 +214,10 @@ def test_mixer_parameter_counts_match_official():
 @needs_shared
 def test_parameter_names_and_shapes_cover_the_official_state_dict(paper_model):
   tensors = json.loads(WEIGHTS.with_suffix(".json").read_text())["tensors"]
-  sources = {mambadfuse.MambaDFuse.torch_source(path).name: var.size
-             for path, var in nnx.to_flat_state(nnx.state(paper_model))}
+  params = dict(nnx.to_flat_state(nnx.state(paper_model)))
+  param_map = mambadfuse.torch_param_map(mambadfuse.Config())
+  assert set(param_map) == set(params)
+  sources = {name: params[path].size for path, (name, _) in param_map.items()}
   assert set(sources) == set(tensors)
   assert all(sources[name] == int(np.prod(shape)) for name, shape in tensors.items())
 
@@ -239,7 +242,8 @@ def _perturbed(module, seed):
 def test_paper_variants_change_the_m3_block(variant):
   official_kwargs = {"norm_twice": True, "shared_gate": False, "separate_c_a": False}
   build = lambda **kw: _perturbed(
-      M3Block(8, mamba_kwargs=dict(d_state=4, impl="reference"), rngs=nnx.Rngs(0), **kw), 1)
+      with_scan_impl(M3Block(8, mamba_kwargs=dict(d_state=4), rngs=nnx.Rngs(0), **kw),
+                     "reference"), 1)
   official, paper = build(**official_kwargs), build(**{**official_kwargs, **variant})
   if "separate_c_a" in variant:  # same A_c as A_b: identical; a different A_c changes the output
     mixer = paper.multi_modal_mamba_block
@@ -253,7 +257,7 @@ def test_scan_impl_reaches_every_branch():
   model = _abstract_model(mambadfuse.TinyConfig(scan_impl="chunked"))
   branches = [node for _, node in nnx.iter_graph(model) if isinstance(node, SelectiveScanBranch)]
   assert len(branches) == 2 + 2 + 3 + 1  # extraction, token swap, M3, reconstruction
-  assert {branch.impl for branch in branches} == {"chunked"}
+  assert {branch.scan_impl for branch in branches} == {"chunked"}
 
 
 @pytest.mark.parametrize("height,width,expected", [
@@ -286,9 +290,9 @@ def small_outputs(small_pair):
   identical params."""
   padded = [mambadfuse.mirror_pad(x, 8) for x in small_pair]
   network = jax.jit(lambda params, a, b: params.module().network(a, b))
-  params = {impl: models.init(0, mambadfuse.TinyConfig(scan_impl=impl))
-            for impl in ("reference", "chunked", "pallas")}
-  outputs = {impl: network(p, *padded) for impl, p in params.items()}
+  params = {scan_impl: models.init(0, mambadfuse.TinyConfig(scan_impl=scan_impl))
+            for scan_impl in ("reference", "chunked", "pallas")}
+  outputs = {scan_impl: network(p, *padded) for scan_impl, p in params.items()}
   outputs["fused"] = jax.jit(models.apply)(params["reference"], *small_pair)
   return outputs
 
@@ -304,14 +308,14 @@ def test_call_is_padded_network_cropped(small_outputs):
   np.testing.assert_array_equal(small_outputs["fused"], small_outputs["reference"][:, :9, :7])
 
 
-@pytest.mark.parametrize("impl", ["chunked", "pallas"])
-def test_output_does_not_depend_on_scan_impl(small_outputs, impl):
-  np.testing.assert_allclose(small_outputs[impl], small_outputs["reference"], rtol=1e-4,
+@pytest.mark.parametrize("scan_impl", ["chunked", "pallas"])
+def test_output_does_not_depend_on_scan_impl(small_outputs, scan_impl):
+  np.testing.assert_allclose(small_outputs[scan_impl], small_outputs["reference"], rtol=1e-4,
                              atol=1e-6)
 
 
 def test_jit_matches_eager():
-  mixer = _perturbed(Mamba(8, d_state=4, impl="reference", rngs=nnx.Rngs(3)), 0)
+  mixer = _perturbed(with_scan_impl(Mamba(8, d_state=4, rngs=nnx.Rngs(3)), "reference"), 0)
   tokens = jax.random.normal(jax.random.key(0), (1, 12, 8))
   np.testing.assert_allclose(nnx.jit(lambda m, t: m(t))(mixer, tokens), mixer(tokens),
                              rtol=1e-5, atol=1e-6)

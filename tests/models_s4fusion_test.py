@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from fusionjax import convert
 from fusionjax.models import registry, s4fusion
 from model_testing import build, fast_jit, param_count
 
@@ -17,7 +18,7 @@ WEIGHTS = SHARED / "weights" / "s4fusion" / "random_init_seed0.safetensors"
 REFERENCE = SHARED / "reference" / "s4fusion"
 PAIRS = ("FLIR_00211", "FLIR_00977", "FLIR_01130", "FLIR_04269")
 PARITY_ATOL = 1e-4
-OFFICIAL_PARAMETERS = 3_562_981  # sum of numel over MambaNet().state_dict() (parity.md 7)
+OFFICIAL_PARAMETERS = 3_562_981  # sum of numel over MambaNet().state_dict() (docs/parity.md 7)
 
 needs_shared = pytest.mark.skipif(
     not WEIGHTS.is_file(), reason=f"S4Fusion fixtures not found under {SHARED}")
@@ -30,11 +31,8 @@ def _nhwc(path):
 @pytest.fixture(scope="module")
 def official():
   """The paper-size model holding the seeded official-architecture weights."""
-  from safetensors.numpy import load_file
-  model = nnx.eval_shape(lambda: s4fusion.S4Fusion(
-      s4fusion.Config(scan_impl="reference"), rngs=nnx.Rngs(0)))
-  s4fusion.torch_to_params(load_file(WEIGHTS), model)
-  return model
+  state_dict = convert.load_state_dict(WEIGHTS)
+  return convert.convert(state_dict, "s4fusion", s4fusion.Config(scan_impl="reference")).module()
 
 
 _network = fast_jit(lambda model, ir, vis: model.network(ir, vis))
@@ -103,22 +101,21 @@ def test_stage_activations_match_official(official):
 
 
 @needs_shared
-def test_torch_to_params_refuses_incomplete_or_misshapen_state_dicts():
-  from safetensors.numpy import load_file
-  state_dict = load_file(WEIGHTS)
-  model = nnx.eval_shape(lambda: s4fusion.S4Fusion(s4fusion.Config(), rngs=nnx.Rngs(0)))
+def test_convert_refuses_incomplete_or_misshapen_state_dicts():
+  state_dict = convert.load_state_dict(WEIGHTS)
+  config = s4fusion.Config()
   missing = dict(state_dict)
   del missing["vmunet.fusion_layers.0.layers.2.mark_proj"]
-  with pytest.raises(ValueError, match="missing"):
-    s4fusion.torch_to_params(missing, model)
+  with pytest.raises(convert.ConversionError, match="missing"):
+    convert.convert(missing, "s4fusion", config)
   extra = dict(state_dict, **{"vmunet.extra.weight": np.zeros(3, np.float32)})
-  with pytest.raises(ValueError, match="no NNX parameter"):
-    s4fusion.torch_to_params(extra, model)
+  with pytest.raises(convert.ConversionError, match="no NNX parameter"):
+    convert.convert(extra, "s4fusion", config)
   transposed = dict(state_dict)
   name = "vmunet.layers_up.1.upsample.expand.weight"
   transposed[name] = transposed[name].T
-  with pytest.raises(ValueError, match="does not fit"):
-    s4fusion.torch_to_params(transposed, model)
+  with pytest.raises(convert.ConversionError, match="does not fit"):
+    convert.convert(transposed, "s4fusion", config)
 
 
 @pytest.mark.parametrize("size, padded", [(128, 133), (256, 265), (229, 229), (49, 49), (13, 13),
@@ -151,9 +148,9 @@ def odd_inputs():
 
 
 def test_odd_sizes_come_back_and_do_not_depend_on_the_scan_implementation(odd_inputs):
-  outputs = [np.asarray(_call(build(s4fusion.S4Fusion, _smallest_config(scan_impl=impl)),
+  outputs = [np.asarray(_call(build(s4fusion.S4Fusion, _smallest_config(scan_impl=scan_impl)),
                               *odd_inputs))
-             for impl in ("reference", "chunked")]
+             for scan_impl in ("reference", "chunked")]
   assert outputs[0].shape == (2, 23, 30, 1) and np.all(np.isfinite(outputs[0]))
   np.testing.assert_allclose(outputs[1], outputs[0], atol=1e-5)
 

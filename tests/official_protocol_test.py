@@ -1,7 +1,7 @@
 """``fuse.model_fuser(..., protocol="official")``: each official test script, from the files.
 
-End to end against the official code's saved PNGs (shared/reference, made with the seeded
-weights of shared/weights): the source PNGs of one reference case are fused through
+End to end against the official code's saved PNGs (the parity fixtures, made with their seeded
+weights; docs/parity.md sections 0 and 5): the source PNGs of one reference case are fused through
 ``fuse.fuse_pair`` and the written PNG is compared with the official ``<name>_fused.png``. The
 network inputs are checked exactly, without a model, by probe fusers whose ``apply`` returns one
 input plane. MambaDFuse and S4Fusion were run by the fixtures' maker on 128x128 centre crops of
@@ -41,7 +41,7 @@ class Case:
     model: str
     task: str
     name: str
-    source_a: str  # relative to shared/data
+    source_a: str  # relative to the fixtures' data folder
     source_b: str
     crop: tuple[int, int, int, int] | None  # top, left, height, width; None: whole files
     official_a: str  # the .npy suffixes of the fixture planes a and b correspond to

@@ -14,7 +14,7 @@ from flax import nnx
 from fusionjax.kernels import selective_scan_channels_last
 from fusionjax.layers import cmfm, cmsa, fold, ldc, patches, ssm, vss
 from fusionjax.layers.channel_attention import ECA
-from model_testing import fast_jit, fill_random
+from model_testing import fast_jit, fill_random, with_scan_impl
 
 ATOL = 2e-5
 
@@ -76,7 +76,7 @@ def _ss2d_by_loops(mixer, x, orders, padded_hw):
 
 
 def test_selective_ssm_initialisation_is_mambas():
-  core = ssm.SelectiveSSM(4, 24, 3, 6, scan_impl="reference", rngs=nnx.Rngs(0))
+  core = ssm.SelectiveSSM(4, 24, 3, 6, rngs=nnx.Rngs(0))
   np.testing.assert_allclose(core.A_log[...], np.broadcast_to(np.log(np.arange(1, 7)), (4, 24, 6)),
                              rtol=1e-6)
   np.testing.assert_array_equal(core.D[...], np.ones((4, 24)))
@@ -92,8 +92,8 @@ def test_selective_ssm_initialisation_is_mambas():
 
 def test_ss2d_cross_scan_matches_direction_loop():
   height, width = 5, 7
-  mixer = _abstract(lambda r: vss.SS2D(8, expand=1.5, d_state=4, scan="cross",
-                                       scan_impl="chunked", rngs=r))
+  mixer = with_scan_impl(
+      _abstract(lambda r: vss.SS2D(8, expand=1.5, d_state=4, scan="cross", rngs=r)), "chunked")
   x = _random(0, (2, height, width, 8))
   got = _apply(mixer, x)
   want = fast_jit(lambda m, x: _ss2d_by_loops(m, x, _cross_orders(height, width),
@@ -103,8 +103,8 @@ def test_ss2d_cross_scan_matches_direction_loop():
 
 def test_ss2d_skip_scan_matches_subgrid_loop():
   height, width = 5, 7  # odd: zero-padded to 6 x 8, cropped back
-  mixer = _abstract(lambda r: vss.SS2D(8, expand=2, d_state=4, scan="skip",
-                                       scan_impl="chunked", rngs=r))
+  mixer = with_scan_impl(
+      _abstract(lambda r: vss.SS2D(8, expand=2, d_state=4, scan="skip", rngs=r)), "chunked")
   x = _random(1, (2, height, width, 8))
   got = _apply(mixer, x)
   padded_hw = (height + height % 2, width + width % 2)
@@ -114,8 +114,8 @@ def test_ss2d_skip_scan_matches_subgrid_loop():
 
 
 def test_cmsa_cross_ss2d_matches_interleaved_loop():
-  block = _abstract(lambda r: cmsa.CrossSS2D(8, expand=1.5, d_state=4, scan_impl="chunked",
-                                             rngs=r))
+  block = with_scan_impl(
+      _abstract(lambda r: cmsa.CrossSS2D(8, expand=1.5, d_state=4, rngs=r)), "chunked")
   ir, vis = _random(2, (2, 3, 5, 8)), _random(3, (2, 3, 5, 8))
   got_ir, got_vis = _apply(block, ir, vis)
 
@@ -154,8 +154,8 @@ def test_cmsa_cross_ss2d_matches_interleaved_loop():
 
 
 def test_cmsa_level_accumulates_both_streams_then_sums():
-  level = _abstract(lambda r: cmsa.CMSALevel(8, 2, expand=1.5, d_state=4, scan_impl="chunked",
-                                             rngs=r))
+  level = with_scan_impl(
+      _abstract(lambda r: cmsa.CMSALevel(8, 2, expand=1.5, d_state=4, rngs=r)), "chunked")
 
   def by_hand(level, ir, vis):
     for block in level.blocks:
@@ -171,10 +171,9 @@ def test_cmsa_level_accumulates_both_streams_then_sums():
 def test_mixers_do_not_depend_on_the_scan_implementation():
   x = _random(6, (1, 6, 5, 8))
   outputs = []
-  for impl in ("reference", "chunked", "associative", "pallas"):  # pallas: interpret mode on CPU
-    mixer = _abstract(lambda r: vss.SS2D(8, expand=2, d_state=4, scan="skip", scan_impl=impl,
-                                         rngs=r))
-    outputs.append(_apply(mixer, x))
+  mixer = _abstract(lambda r: vss.SS2D(8, expand=2, d_state=4, scan="skip", rngs=r))
+  for scan_impl in ("reference", "chunked", "associative", "pallas"):  # pallas: interpreted on CPU
+    outputs.append(_apply(with_scan_impl(mixer, scan_impl), x))
   for out in outputs[1:]:
     np.testing.assert_allclose(out, outputs[0], atol=ATOL)
 
@@ -256,8 +255,8 @@ def test_dfem_weights_the_sum_by_the_raw_difference():
 
 
 def test_cross_es2d_second_gate_flag():
-  make = lambda flag: _abstract(lambda r: cmfm.CrossES2D(
-      8, d_state=4, second_gate_from_first=flag, scan_impl="chunked", rngs=r))
+  make = lambda flag: with_scan_impl(_abstract(lambda r: cmfm.CrossES2D(
+      8, d_state=4, second_gate_from_first=flag, rngs=r)), "chunked")
   p, q = _random(15, (1, 4, 4, 8)), _random(16, (1, 4, 4, 8))
   official, intended = make(True), make(False)
   assert float(jnp.abs(_apply(official, p, q) - _apply(intended, p, q)).max()) > 1e-4
@@ -268,8 +267,8 @@ def test_cross_es2d_second_gate_flag():
 
 
 def test_dvss_drop_path_drops_whole_samples_in_training_only():
-  block = _abstract(lambda r: vss.DVSSBlock(8, d_state=4, expand=2, mlp_ratio=2.0,
-                                            drop_path_rate=0.5, scan_impl="reference", rngs=r))
+  block = with_scan_impl(_abstract(lambda r: vss.DVSSBlock(
+      8, d_state=4, expand=2, mlp_ratio=2.0, drop_path_rate=0.5, rngs=r)), "reference")
   x = _random(17, (16, 2, 2, 8))
   block.eval()
   run = nnx.jit(lambda m, x: m(x))

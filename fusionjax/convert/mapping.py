@@ -1,12 +1,14 @@
 """Name and layout mapping from official PyTorch state_dicts to the NNX parameters of our blocks.
 
-A mapping is a dict {NNX parameter path: (PyTorch tensor name, layout transform)}. The helpers
-below produce the entries of one building block; each model file composes them into the map of
-its whole network, and `load_mapped` checks and copies the tensors: every NNX parameter must get
-exactly one tensor of exactly its shape, and every PyTorch tensor must be used (or be listed as
-ignored with a check of its value), so a wrong or partial map fails loudly.
+The one mapping protocol of `fusionjax.convert`: a `ParamMap` is a dict {NNX parameter path:
+(PyTorch tensor name, layout transform)}. The helpers below produce the entries of one building
+block; each paper module composes them into the map of its whole network (its
+`registry.TorchSpec.param_map(config)`), and `mapped_arrays` checks the tensors against it: every
+NNX parameter must get exactly one tensor of exactly its shape, and every PyTorch tensor must be
+used (or be listed as ignored with a check of its value), so a wrong or partial map fails loudly,
+naming every problem at once. `load_mapped` copies them into a model in place.
 
-Layouts: Linear (out, in) -> kernel (in, out); Conv2d (out, in/groups, kh, kw) -> (kh, kw,
+Layouts: Linear (out, in) -> kernel (in, out); Conv1d/Conv2d (out, in/groups, *k) -> (*k,
 in/groups, out); LayerNorm weight -> scale. The merged per-direction SSM tensors of VMamba-style
 code: x_proj_weight (K, R + 2N, d_inner) -> (K, d_inner, R + 2N); dt_projs_weight (K, d_inner, R)
 -> (K, R, d_inner); A_logs (K d_inner, N) -> (K, d_inner, N) and Ds (K d_inner,) -> (K, d_inner),
@@ -21,13 +23,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from fusionjax.convert import counted
+from fusionjax.convert.errors import counted
 
 Path = tuple
 Transform = Callable[[np.ndarray, tuple[int, ...]], np.ndarray]
 ParamMap = dict[Path, tuple[str, Transform]]
+Checks = Mapping[str, Callable[[np.ndarray], bool]]  # ignored tensor name -> check of its value
 
-# Reading a config off a state_dict (each model's `torch_config`).
+# Reading a config off a state_dict (each family's `registry.TorchSpec.config_fields`).
 
 
 def indices(names: Collection[str], prefix: str) -> set[int]:
@@ -60,8 +63,9 @@ def linear_weight(array, shape):
 
 
 def conv_weight(array, shape):
+  """Conv1d/Conv2d (out, in/groups, *kernel) -> (*kernel, in/groups, out)."""
   del shape
-  return array.transpose(2, 3, 1, 0)
+  return array.transpose(*range(2, array.ndim), 1, 0)
 
 
 def per_direction_weight(array, shape):
@@ -126,6 +130,39 @@ def ss2d_entries(path: Path, name: str) -> ParamMap:
   }
 
 
+def selective_scan_branch_entries(path: Path, name: str, suffix: str = "") -> ParamMap:
+  """`mamba.SelectiveScanBranch` <- a mamba_ssm Mamba's conv1d, x_proj, dt_proj and D, each name
+  followed by `suffix` (MambaDFuse's m3 mixer: "_b", "_c" for its second and third branch)."""
+  return {
+      **conv_entries(path + ("conv1d",), f"{name}.conv1d{suffix}"),
+      **linear_entries(path + ("x_proj",), f"{name}.x_proj{suffix}", bias=False),
+      **linear_entries(path + ("dt_proj",), f"{name}.dt_proj{suffix}", bias=True),
+      path + ("D",): (f"{name}.D{suffix}", identity),
+  }
+
+
+def mamba_entries(path: Path, name: str) -> ParamMap:
+  """`mamba.Mamba` <- mamba_ssm `Mamba` (in_proj, the scan branch, A_log, out_proj)."""
+  return {
+      **linear_entries(path + ("in_proj",), f"{name}.in_proj", bias=False),
+      **selective_scan_branch_entries(path + ("ssm",), name),
+      path + ("A_log",): (f"{name}.A_log", identity),
+      **linear_entries(path + ("out_proj",), f"{name}.out_proj", bias=False),
+  }
+
+
+def multi_modal_mamba_entries(path: Path, name: str) -> ParamMap:
+  """`mamba.MultiModalMamba` <- MambaDFuse's m3 `Mamba`: in_proj, in_proj_extra1/2, the branches
+  `ssm`, `ssm_b`, `ssm_c` (conv1d, conv1d_b, conv1d_c, ...), A_log, A_b_log, out_proj. The paper
+  variant's A_c_log has no official tensor."""
+  entries = {path + (proj,): (f"{name}.{proj}", identity) for proj in ("A_log", "A_b_log")}
+  for proj in ("in_proj", "in_proj_extra1", "in_proj_extra2", "out_proj"):
+    entries |= linear_entries(path + (proj,), f"{name}.{proj}", bias=False)
+  for branch, suffix in (("ssm", ""), ("ssm_b", "_b"), ("ssm_c", "_c")):
+    entries |= selective_scan_branch_entries(path + (branch,), name, suffix)
+  return entries
+
+
 def ldc_entries(path: Path, name: str) -> ParamMap:
   """`ldc.LDC` <- FusionMamba's LDC: conv.weight, learnable_mask (out, in), learnable_theta.
 
@@ -171,50 +208,72 @@ def _dotted(paths) -> list[str]:
   return sorted(".".join(map(str, path)) for path in paths)
 
 
-def load_mapped(model: nnx.Module, state_dict: Mapping[str, np.ndarray], mapping: ParamMap, *,
-                ignored: Mapping[str, Callable[[np.ndarray], bool]] | None = None,
-                variables: tuple[type[nnx.Variable], ...] = (nnx.Param,)) -> None:
-  """Copies `state_dict` into `model`'s variables following `mapping`, in place.
+def mapped_arrays(shapes: Mapping[Path, tuple[int, ...]], state_dict: Mapping[str, np.ndarray],
+                  mapping: ParamMap, *, ignored: Checks | None = None) -> dict[Path, np.ndarray]:
+  """The value of every NNX parameter from `state_dict`, following `mapping`.
 
   Args:
-    model: the NNX model to fill.
+    shapes: NNX parameter path -> its shape, for every parameter to fill.
     state_dict: PyTorch tensor name -> array (numpy or anything `np.asarray` takes).
     mapping: NNX parameter path -> (PyTorch name, transform), covering every parameter.
     ignored: PyTorch names that have no NNX parameter, each with a predicate its value must
       satisfy (e.g. FusionMamba's frozen all-ones LDC masks).
-    variables: the variable types to fill (e.g. also nnx.BatchStat for running statistics).
+
+  Returns:
+    NNX parameter path -> float32 array of its shape.
 
   Raises:
-    ValueError: on a parameter without a tensor, a tensor without a parameter, a shape mismatch,
-      or an ignored tensor failing its check.
+    ValueError counting (and naming the first few of) every parameter without a tensor, tensor
+    without a parameter, shape mismatch and ignored tensor failing its check, all at once.
   """
   ignored = dict(ignored or {})
-  params = dict(nnx.to_flat_state(nnx.state(model, variables)))  # a tuple filter: any of them
   used = collections.Counter(name for name, _ in mapping.values())
+  arrays, misfits = {}, []
+  for path, (name, transform) in mapping.items():
+    if path not in shapes or name not in state_dict:
+      continue
+    tensor = np.asarray(state_dict[name], dtype=np.float32)
+    try:
+      value = transform(tensor, shapes[path])
+    except ValueError:  # e.g. a transpose for another number of dimensions
+      value = None
+    if value is None or value.shape != tuple(shapes[path]):
+      misfits.append(f"{name} {tensor.shape} does not fit {_dotted([path])[0]} "
+                     f"{tuple(shapes[path])}")
+    else:
+      arrays[path] = value
   problems = [counted(title, names) for title, names in (
-      ("NNX parameters without a PyTorch tensor", _dotted(set(params) - set(mapping))),
+      ("NNX parameters without a PyTorch tensor", _dotted(set(shapes) - set(mapping))),
       ("mapping entries naming NNX parameters that do not exist",
-       _dotted(set(mapping) - set(params))),
+       _dotted(set(mapping) - set(shapes))),
       ("PyTorch tensors mapped twice", sorted(name for name, n in used.items() if n > 1)),
       ("PyTorch tensors missing from the state_dict", sorted(set(used) - set(state_dict))),
       ("PyTorch tensors with no NNX parameter",
        sorted(set(state_dict) - set(used) - set(ignored))),
+      ("misshapen tensors", sorted(misfits)),
       ("ignored tensors failing their check",
        sorted(name for name, check in ignored.items()
               if name in state_dict and not check(np.asarray(state_dict[name]))))) if names]
   if problems:
     raise ValueError("; ".join(problems))
-  new_values, misfits = {}, []
-  for path, (name, transform) in mapping.items():
-    target, tensor = params[path], np.asarray(state_dict[name], dtype=np.float32)
-    try:
-      value = transform(tensor, target.shape)
-    except ValueError:  # e.g. a transpose for another number of dimensions
-      value = None
-    if value is None or value.shape != target.shape:
-      misfits.append(f"{name} {tensor.shape} does not fit {_dotted([path])[0]} {target.shape}")
-    else:
-      new_values[path] = type(target)(jnp.asarray(value))
-  if misfits:
-    raise ValueError(counted("misshapen tensors", misfits))
-  nnx.update(model, nnx.from_flat_state(new_values))
+  return arrays
+
+
+def load_mapped(model: nnx.Module, state_dict: Mapping[str, np.ndarray], mapping: ParamMap, *,
+                ignored: Checks | None = None,
+                variables: tuple[type[nnx.Variable], ...] = (nnx.Param,)) -> None:
+  """Copies `state_dict` into `model`'s variables following `mapping`, in place.
+
+  Args:
+    model: the NNX model to fill.
+    state_dict, mapping, ignored: as for `mapped_arrays`.
+    variables: the variable types to fill (e.g. also nnx.BatchStat for running statistics).
+
+  Raises:
+    ValueError: as `mapped_arrays`.
+  """
+  params = dict(nnx.to_flat_state(nnx.state(model, variables)))  # a tuple filter: any of them
+  arrays = mapped_arrays({path: var.shape for path, var in params.items()}, state_dict, mapping,
+                         ignored=ignored)
+  nnx.update(model, nnx.from_flat_state(
+      {path: type(params[path])(jnp.asarray(value)) for path, value in arrays.items()}))

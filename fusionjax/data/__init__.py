@@ -14,7 +14,6 @@ from fusionjax.data.io import (
     sample_dir,
 )
 from fusionjax.data.pipeline import (
-    eval_dataset,
     read_example,
     stack_examples,
     to_model_input,
@@ -26,7 +25,6 @@ __all__ = [
     "PairedFolderSource",
     "decode_image",
     "decode_pair",
-    "eval_dataset",
     "pair_folders",
     "read_example",
     "read_image",

@@ -29,6 +29,7 @@ size mismatch fails the build with a message naming the file.
 
 Only array_record output is supported: TFDS's default tfrecord format and
 ``tfds.features.Image`` need TensorFlow, which fusionjax does not install. Read the result with
+``data_source(name, split, data_dir)`` (what ``fusionjax.fuse`` and training read),
 ``tfds.data_source(name, split=..., data_dir=...)`` or ``builder.as_data_source(split)`` (this
 module must have been imported so that the names are registered), or with
 ``tfds.builder_from_directory(path).as_data_source(split)``, which needs no builder code.
@@ -40,7 +41,7 @@ in ``builder.info.metadata``.
 
 import dataclasses
 import pathlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import ClassVar
 
 import numpy as np
@@ -50,7 +51,7 @@ from absl import logging
 from fusionjax.data import io
 
 # The 50 RoadScene pairs that Zhaozixiang1228/MMIF-CDDFuse ships as test_img/RoadScene, the
-# test split of shared/data/roadscene; RoadScene itself has no official split.
+# test split of docs/data.md's roadscene; RoadScene itself has no official split.
 ROADSCENE_TEST_NAMES = frozenset(
     [f"FLIR_{number:05d}" for number in (
         211, 977, 1130, 4269, 4424, 4484, 4512, 4593, 4688, 4722, 4943, 5005, 5064, 5105,
@@ -214,6 +215,20 @@ class _PairedImageBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
             yield record["name"], record
 
 
+def get_builder(
+    name: str, data_dir: str | pathlib.Path | None = None
+) -> tfds.core.DatasetBuilder:
+    """The builder of dataset ``name`` ("roadscene", "harvard/pet_mri", ...), writing and
+    reading array_record in ``data_dir`` (None: TFDS's default folder).
+
+    Raises:
+      tfds.core.registered.DatasetNotFoundError (a ValueError): no dataset of that name.
+    """
+    return tfds.builder(
+        name, data_dir=None if data_dir is None else str(data_dir), file_format="array_record"
+    )
+
+
 def prepare(
     name: str, *, manual_dir: str | pathlib.Path, data_dir: str | pathlib.Path
 ) -> tfds.core.DatasetBuilder:
@@ -221,11 +236,43 @@ def prepare(
 
     Returns the builder; read it with ``builder.as_data_source(split)``.
     """
-    builder = tfds.builder(name, data_dir=str(data_dir), file_format="array_record")
+    builder = get_builder(name, data_dir)
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir))
     )
     return builder
+
+
+def data_source(
+    name: str,
+    split: str,
+    data_dir: str | pathlib.Path,
+    *,
+    manual_dir: str | pathlib.Path | None = None,
+) -> Sequence[dict]:
+    """The records (``fusionjax.data.io``) of split ``split`` of dataset ``name`` prepared in
+    ``data_dir``; built there first from ``manual_dir`` (``prepare``) when that is given.
+    ``split`` is a split name or a TFDS split expression ("test[:10]").
+
+    Raises:
+      tfds.core.registered.DatasetNotFoundError (a ValueError): no dataset of that name.
+      FileNotFoundError: the dataset is not prepared in ``data_dir`` and no ``manual_dir``.
+      ValueError: the dataset has no such split.
+    """
+    if manual_dir:
+        builder = prepare(name, manual_dir=manual_dir, data_dir=data_dir)
+    else:
+        builder = get_builder(name, data_dir)
+        if not builder.is_prepared():
+            raise FileNotFoundError(
+                f"dataset {name!r} is not prepared in data_dir {data_dir}; build it there from "
+                "the raw pairs first (fusionjax.data.builders.prepare; data.manual_dir in a run "
+                "config)"
+            )
+    try:
+        return builder.as_data_source(split)
+    except ValueError as error:  # TFDS's message names the split and those there are
+        raise ValueError(f"dataset {name!r} in {data_dir}: {error}") from error
 
 
 class Msrs(_PairedImageBuilder):
@@ -352,7 +399,7 @@ class Harvard(_PairedImageBuilder):
       CDDFuse, EMMA and DDFM report on. Test split only.
 
     Leakage: every cddfuse_ct_mri pair and 31 cddfuse_spect_mri pairs are near-duplicates of
-    xianming-gu pairs, most of them in its train split (shared/data/HARVARD_OVERLAP.tsv); a
+    xianming-gu pairs, most of them in its train split (docs/data.md lists them); a
     model trained on ``*_mri`` train must not be scored on those as unseen data."""
 
     name = "harvard"

@@ -6,22 +6,46 @@ A *record* is the unit every data source in fusionjax yields, whether it reads f
     {"name": str, "file_a": bytes, "file_b": bytes, "path_a": str, "path_b": str}
 
 ``file_*`` are the encoded image files exactly as distributed (PNG, JPEG, BMP, TIFF) and
-``path_*`` say where they came from. ``decode_pair`` turns a record into arrays.
+``path_*`` say where they came from. ``decode_pair`` turns a record into arrays;
+``pair_headers`` checks one from the files' headers alone, without decoding any pixels.
 """
 
+import contextlib
 import importlib.resources
 import io
 import pathlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
 
+from fusionjax import shapes
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 _ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
 _UINT16_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+# The array ``decode_image`` makes of each Pillow mode it reads: (channels, dtype). Palette
+# images become RGB and bilevel ones grey.
+_ARRAYS = {
+    "L": (1, np.dtype(np.uint8)),
+    "1": (1, np.dtype(np.uint8)),
+    "RGB": (3, np.dtype(np.uint8)),
+    "P": (3, np.dtype(np.uint8)),
+    "F": (1, np.dtype(np.float32)),
+    **{mode: (1, np.dtype(np.uint16)) for mode in _UINT16_MODES},
+}
+
+
+class ImageHeader(NamedTuple):
+    """What ``decode_image`` returns for an image file, read from its header: the array's
+    (height, width, channels) and dtype."""
+
+    height: int
+    width: int
+    channels: int
+    dtype: np.dtype
 
 
 class ImagePair(NamedTuple):
@@ -44,7 +68,57 @@ def sample_dir() -> pathlib.Path:
     return path
 
 
-def decode_image(data: bytes, source: str) -> np.ndarray:
+@contextlib.contextmanager
+def _readable(source: str) -> Iterator[None]:
+    """Re-raises Pillow's errors on a file it cannot read as a ValueError naming ``source``."""
+    try:
+        yield
+    except (OSError, Image.DecompressionBombError, SyntaxError) as error:
+        raise ValueError(f"{source}: not a readable image ({error})") from error
+
+
+def _open(data: bytes, source: str) -> tuple[Image.Image, int, np.dtype]:
+    """Opens an encoded image, reading its header only (no pixels are decoded).
+
+    Returns:
+      the Pillow image (not loaded yet) and the channels and dtype of its ``decode_image`` array.
+
+    Raises:
+      ValueError: naming ``source``: not an image Pillow reads, 16-bit colour, an alpha
+        channel or another unsupported mode.
+    """
+    with _readable(source):
+        image = Image.open(io.BytesIO(data))
+        # Pillow decodes 16-bit-per-channel colour into 8 bits; refuse instead of truncating.
+        if image.mode == "RGB" and any(";16" in str(tile.args) for tile in image.tile):
+            raise ValueError(
+                f"{source}: 16-bit colour images are not supported (Pillow reads them as "
+                "8-bit); convert to 8-bit RGB, or pass a uint16 (H, W, 3) array to "
+                "fusionjax.color.to_fusion_input directly"
+            )
+    if image.mode in _ALPHA_MODES:
+        raise ValueError(
+            f"{source}: image has an alpha channel (mode {image.mode}, "
+            f"{len(image.getbands())} channels); fusion inputs must be grey or RGB"
+        )
+    if image.mode not in _ARRAYS:
+        raise ValueError(
+            f"{source}: unsupported image mode {image.mode!r}; expected grey (L, 16-bit, float) "
+            "or RGB"
+        )
+    return (image, *_ARRAYS[image.mode])
+
+
+def image_header(data: bytes, source: str) -> ImageHeader:
+    """The size, channels and dtype ``decode_image`` would return for an encoded image file,
+    from its header: the same errors for a file that is not an image, 16-bit colour, an alpha
+    channel or an unsupported mode, without decoding any pixels. Damaged pixel data (a
+    truncated file) and NaN in a float image are found only by ``decode_image``."""
+    image, channels, dtype = _open(data, source)
+    return ImageHeader(image.height, image.width, channels, dtype)
+
+
+def decode_image(data: bytes, source: str) -> shapes.Image:
     """Decodes an encoded image file with Pillow.
 
     Args:
@@ -55,45 +129,25 @@ def decode_image(data: bytes, source: str) -> np.ndarray:
       (H, W, C) array with C = 1 (grey) or 3 (RGB); uint8, uint16 (16-bit grey) or float32
       (float TIFF, checked finite). Palette and bilevel images are expanded to RGB and grey.
     """
-    try:
-        image = Image.open(io.BytesIO(data))
-        mode = image.mode
-        # Pillow decodes 16-bit-per-channel colour into 8 bits; refuse instead of truncating.
-        if mode == "RGB" and any(";16" in str(tile.args) for tile in image.tile):
-            raise ValueError(
-                f"{source}: 16-bit colour images are not supported (Pillow reads them as "
-                "8-bit); convert to 8-bit RGB, or pass a uint16 (H, W, 3) array to "
-                "fusionjax.color.to_fusion_input directly"
-            )
+    image, _, dtype = _open(data, source)
+    mode = image.mode
+    with _readable(source):
         image.load()
-    except (OSError, Image.DecompressionBombError, SyntaxError) as error:
-        raise ValueError(f"{source}: not a readable image ({error})") from error
-    if mode in _ALPHA_MODES:
-        raise ValueError(
-            f"{source}: image has an alpha channel (mode {mode}, {len(image.getbands())} "
-            "channels); fusion inputs must be grey or RGB"
-        )
     if mode == "P":
-        image, mode = image.convert("RGB"), "RGB"
+        image = image.convert("RGB")
     elif mode == "1":
-        image, mode = image.convert("L"), "L"
-    if mode in ("L", "RGB"):
-        array = np.asarray(image, dtype=np.uint8)
-    elif mode in _UINT16_MODES:
+        image = image.convert("L")
+    if dtype == np.uint16:
         array = np.asarray(image).astype(np.uint16)
-    elif mode == "F":
-        array = np.asarray(image, dtype=np.float32)
-        if not np.all(np.isfinite(array)):
-            raise ValueError(f"{source}: float image contains NaN or infinite values")
     else:
-        raise ValueError(
-            f"{source}: unsupported image mode {mode!r}; expected grey (L, 16-bit, float) or RGB"
-        )
+        array = np.asarray(image, dtype=dtype)
+        if dtype == np.float32 and not np.all(np.isfinite(array)):
+            raise ValueError(f"{source}: float image contains NaN or infinite values")
     return array.reshape(array.shape[:2] + (-1,))
 
 
-def read_image(path: str | pathlib.Path) -> np.ndarray:
-    """Reads one image file: ``decode_image`` of its bytes, (H, W, C)."""
+def read_image(path: str | pathlib.Path) -> shapes.Image:
+    """Reads one image file: ``decode_image`` of its bytes."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
@@ -164,24 +218,50 @@ def pair_folders(
     return [ImagePair(name, images_a[name], images_b[name]) for name in sorted(images_a)]
 
 
-def decode_pair(record: dict) -> tuple[str, np.ndarray, np.ndarray]:
-    """Decodes a record (module docstring) and checks the two images have the same size.
+def _paths(record: dict) -> tuple[str, str, str]:
+    """A record's name, path_a and path_b as str."""
+    return tuple(_as_str(record[key]) for key in ("name", "path_a", "path_b"))
 
-    Returns:
-      name: the pair's name (str).
-      image_a, image_b: (H, W, C) arrays as ``decode_image`` returns them.
-    """
-    name, path_a, path_b = (_as_str(record[key]) for key in ("name", "path_a", "path_b"))
-    image_a = decode_image(record["file_a"], path_a)
-    image_b = decode_image(record["file_b"], path_b)
-    if image_a.shape[:2] != image_b.shape[:2]:
-        (height_a, width_a), (height_b, width_b) = image_a.shape[:2], image_b.shape[:2]
+
+def _check_sizes(name: str, path_a: str, size_a: tuple[int, int], path_b: str,
+                 size_b: tuple[int, int]) -> None:
+    """Raises a ValueError naming both files unless the (height, width) sizes agree."""
+    if size_a != size_b:
+        (height_a, width_a), (height_b, width_b) = size_a, size_b
         raise ValueError(
             f"pair {name!r}: size mismatch, {path_a} is {width_a}x{height_a} (WxH) but "
             f"{path_b} is {width_b}x{height_b}; the two images of a pair must be registered "
             "and the same size"
         )
+
+
+def decode_pair(record: dict) -> tuple[str, shapes.Image, shapes.Image]:
+    """Decodes a record (module docstring) and checks the two images have the same size.
+
+    Returns:
+      name: the pair's name (str).
+      image_a, image_b: as ``decode_image`` returns them.
+    """
+    name, path_a, path_b = _paths(record)
+    image_a = decode_image(record["file_a"], path_a)
+    image_b = decode_image(record["file_b"], path_b)
+    _check_sizes(name, path_a, image_a.shape[:2], path_b, image_b.shape[:2])
     return name, image_a, image_b
+
+
+def pair_headers(record: dict) -> tuple[str, ImageHeader, ImageHeader]:
+    """Checks a record (module docstring) as ``decode_pair`` does, from the two files' headers
+    (``image_header``: no pixels are decoded).
+
+    Returns:
+      name: the pair's name (str).
+      header_a, header_b: ``image_header`` of each file.
+    """
+    name, path_a, path_b = _paths(record)
+    header_a = image_header(record["file_a"], path_a)
+    header_b = image_header(record["file_b"], path_b)
+    _check_sizes(name, path_a, header_a[:2], path_b, header_b[:2])
+    return name, header_a, header_b
 
 
 def _as_str(value: str | bytes | np.ndarray) -> str:

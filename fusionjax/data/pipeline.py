@@ -1,15 +1,17 @@
-"""grain pipelines from records (``fusionjax.data.io``) to batches for training and evaluation.
+"""grain pipelines from records (``fusionjax.data.io``) to training batches.
 
 A source is anything with ``len`` and integer indexing that returns records: a TFDS
 array_record source (``tfds.data_source(...)``, ``builder.as_data_source(split)``) or an
 ``io.PairedFolderSource``.
 
-Batches are dicts of numpy arrays (B = batch size)::
+Batches are dicts of numpy arrays; ``img_a`` and ``img_b`` are planes, laid out as
+``fusionjax.shapes.Planes``::
 
-    img_a: (B, H, W, 1) float32 in [0, 1]   grey modality (ir, mri, pc), as read
-    img_b: (B, H, W, 1) float32 in [0, 1]   the other modality; Y of it when it is colour
-    name:  (B,) str                          pair names
-    cb, cr: (B, H, W, 1) float32            evaluation only, when img_b is colour
+    img_a:  plane                        grey modality (ir, mri, pc), as read
+    img_b:  plane                        the other modality; Y of it when it is colour
+    name:   (batch,) str                 pair names
+    cb, cr: (batch, H, W, 1) float32     the chroma of a colour img_b, only from
+                                         ``to_model_input(..., keep_color=True)``
 
 ``img_b``'s Y is in the model's convention (``fusionjax.color.MODEL_Y_CONVENTION``); a colour
 ``img_a`` is reduced to full-range Y, as the models read that side with OpenCV's grey
@@ -32,9 +34,9 @@ _IMAGE_KEYS = ("img_a", "img_b", "cb", "cr")
 
 
 def read_example(record: dict) -> dict:
-    """Decodes a record's two images, unconverted: ``img_a``, ``img_b`` (H, W, C) and ``name``.
+    """Decodes a record's two images, unconverted: ``img_a``, ``img_b`` and ``name``.
 
-    The arrays are as ``io.decode_image`` returns them (uint8, uint16 or float32; C = 1 or 3).
+    The arrays are ``fusionjax.shapes.Image``, as ``io.decode_image`` returns them.
     Crop before ``to_model_input`` so that only the crop is colour-converted.
     """
     name, image_a, image_b = io.decode_pair(record)
@@ -51,7 +53,7 @@ def to_model_input(
     """Converts ``read_example``'s images to the batch format above (without B).
 
     Args:
-      example: ``img_a``, ``img_b`` (H, W, C) arrays and ``name``.
+      example: ``img_a``, ``img_b`` (``Image``) and ``name``, as ``read_example`` gives them.
       convention: Y convention of the model that will fuse the pair.
       keep_color: add ``cb``, ``cr`` when ``img_b`` is colour.
       quantize: round ``img_b``'s Y to the 8-bit grid (``color.to_fusion_input``).
@@ -188,22 +190,3 @@ def train_dataset(
         batch_size, drop_remainder=True, batch_fn=stack_examples
     )
 
-
-def eval_dataset(
-    source,
-    *,
-    convention: color.Convention,
-    batch_size: int = 1,
-    quantize: bool = False,
-    process_index: int | None = None,
-    process_count: int | None = None,
-) -> grain.MapDataset:
-    """Evaluation batches: every pair of this process's slice once, full size, in order.
-
-    Batches keep ``cb``/``cr`` for recolouring. ``batch_size`` > 1 needs pairs of one size
-    (e.g. the 256x256 Harvard sets); the last batch may be smaller.
-    """
-    ds = _process_slice(source, process_index, process_count)
-    ds = ds.map(read_example)
-    ds = ds.map(lambda example: to_model_input(example, convention, quantize=quantize))
-    return ds.batch(batch_size, batch_fn=stack_examples)

@@ -1,13 +1,14 @@
 """Per-channel gates from global average pooling: ECA (FusionMamba) and BiAttn (EfficientVMamba).
 
-Both take (batch, H, W, C) and return the input scaled by one sigmoid gate per (sample, channel).
+Both take `fusionjax.shapes.Features` and return them scaled by one sigmoid gate per (sample,
+channel).
 """
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from fusionjax.layers.torch_layers import layer_norm, linear, torch_uniform_init
+from fusionjax.layers.torch_init import layer_norm, linear, torch_uniform_init
 
 
 class ECA(nnx.Module):
@@ -23,7 +24,7 @@ class ECA(nnx.Module):
     self.kernel = nnx.Param(init(rngs.params(), (self.KERNEL_SIZE,)))
 
   def __call__(self, x):
-    """(batch, H, W, C) -> (batch, H, W, C)."""
+    """`Features` -> same shape."""
     pooled = jnp.mean(x, axis=(1, 2))  # (batch, C)
     padded = jnp.pad(pooled, [(0, 0), (1, 1)])
     channels = pooled.shape[-1]
@@ -47,7 +48,7 @@ class BiAttn(nnx.Module):
     self.channel_select = linear(reduced, channels, use_bias=True, rngs=rngs)
 
   def __call__(self, x):
-    """(batch, H, W, C) -> (batch, H, W, C)."""
+    """`Features` -> same shape."""
     pooled = jnp.mean(self.norm(x), axis=(1, 2), keepdims=True)
     gate = self.channel_select(jax.nn.gelu(self.global_reduce(pooled), approximate=False))
     return x * jax.nn.sigmoid(gate)

@@ -1,7 +1,7 @@
 """FusionMamba's cross-modal fusion (CMFM = DFEM + Cross SS2D + ECA), as the official code does it.
 
-architectures.md 2.4. The official names: `VSSBlock_Cross_new` (CMFM), `Cross_layer` (DFEM),
-`SS2D_cross_new` (the Cross SS2D over the ES2D scan). All maps are (batch, H, W, C).
+docs/architectures.md 2.4. The official names: `VSSBlock_Cross_new` (CMFM), `Cross_layer` (DFEM),
+`SS2D_cross_new` (the Cross SS2D over the ES2D scan). All maps are `fusionjax.shapes.Features`.
 """
 
 import jax
@@ -11,8 +11,8 @@ from flax import nnx
 from fusionjax.layers import scan2d
 from fusionjax.layers.channel_attention import ECA
 from fusionjax.layers.ldc import LDC
-from fusionjax.layers.ssm import DirectionalSSM, dt_rank_for
-from fusionjax.layers.torch_layers import conv, depthwise_conv3x3, layer_norm, linear
+from fusionjax.layers.ssm import DirectionalSSM
+from fusionjax.layers.torch_init import conv, depthwise_conv3x3, dt_rank_for, layer_norm, linear
 from fusionjax.layers.vss import scan_map
 
 
@@ -51,14 +51,14 @@ class CrossES2D(nnx.Module):
   EXPAND = 2
 
   def __init__(self, d_model: int, *, d_state: int, second_gate_from_first: bool,
-               scan_impl: str, rngs: nnx.Rngs):
+               rngs: nnx.Rngs):
     d_inner = self.EXPAND * d_model
     self.second_gate_from_first = second_gate_from_first
     self.in_proj1 = linear(d_model, 2 * d_inner, use_bias=False, rngs=rngs)
     self.in_proj2 = linear(d_model, 2 * d_inner, use_bias=False, rngs=rngs)
     self.conv = depthwise_conv3x3(d_inner, rngs=rngs)
     self.ssm = DirectionalSSM(scan2d.NUM_DIRECTIONS, d_inner, dt_rank_for(d_model), d_state,
-                              scan_impl=scan_impl, rngs=rngs)
+                              rngs=rngs)
     self.out_norm = layer_norm(d_inner, rngs=rngs)
     self.out_proj = linear(d_inner, d_model, use_bias=False, rngs=rngs)
 
@@ -75,13 +75,12 @@ class CrossES2D(nnx.Module):
 class CMFM(nnx.Module):
   """(P, Q), each (batch, H, W, d) -> P + Q + S + ECA(S), S = CrossES2D(LN1(D1), LN2(D2))."""
 
-  def __init__(self, dim: int, *, d_state: int, second_gate_from_first: bool, scan_impl: str,
-               rngs: nnx.Rngs):
+  def __init__(self, dim: int, *, d_state: int, second_gate_from_first: bool, rngs: nnx.Rngs):
     self.dfem = DFEM(dim, rngs=rngs)
     self.norm_p = layer_norm(dim, rngs=rngs)
     self.norm_q = layer_norm(dim, rngs=rngs)
     self.mixer = CrossES2D(dim, d_state=d_state, second_gate_from_first=second_gate_from_first,
-                           scan_impl=scan_impl, rngs=rngs)
+                           rngs=rngs)
     self.eca = ECA(rngs=rngs)
 
   def __call__(self, p, q):

@@ -1,4 +1,4 @@
-"""S4Fusion's cross-modal spatial awareness (CMSA) block and level (architectures.md 3.4).
+"""S4Fusion's cross-modal spatial awareness (CMSA) block and level (docs/architectures.md 3.4).
 
 `CrossSS2D` is the official `FusionBlock`: one Cross SS2D over the IR and VIS maps of one level.
 Shared by both modalities: in_proj, the depthwise conv, the delta up-projection (dt_proj), its
@@ -22,15 +22,15 @@ import jax.numpy as jnp
 from flax import nnx
 
 from fusionjax.layers import scan2d
-from fusionjax.layers.ssm import SelectionProjection, SelectiveSSM, dt_rank_for
-from fusionjax.layers.torch_layers import depthwise_conv3x3, layer_norm, linear, torch_uniform_init
+from fusionjax.layers.ssm import SelectionProjection, SelectiveSSM
+from fusionjax.layers.torch_init import (
+    depthwise_conv3x3, dt_rank_for, layer_norm, linear, torch_uniform_init)
 
 
 class CrossSS2D(nnx.Module):
   """(ir, vis), each (batch, H, W, d_model) -> (d_ir, d_vis), each (batch, H, W, d_model)."""
 
-  def __init__(self, d_model: int, *, expand: float, d_state: int, scan_impl: str,
-               rngs: nnx.Rngs):
+  def __init__(self, d_model: int, *, expand: float, d_state: int, rngs: nnx.Rngs):
     d_inner = int(expand * d_model)
     dt_rank = dt_rank_for(d_model)
     directions = scan2d.NUM_DIRECTIONS
@@ -38,7 +38,7 @@ class CrossSS2D(nnx.Module):
     self.conv = depthwise_conv3x3(d_inner, rngs=rngs)
     self.selection_ir = SelectionProjection(directions, d_inner, dt_rank, d_state, rngs=rngs)
     self.selection_vis = SelectionProjection(directions, d_inner, dt_rank, d_state, rngs=rngs)
-    self.ssm = SelectiveSSM(directions, d_inner, dt_rank, d_state, scan_impl=scan_impl, rngs=rngs)
+    self.ssm = SelectiveSSM(directions, d_inner, dt_rank, d_state, rngs=rngs)
     self.mark = nnx.Param(torch_uniform_init(2 * d_inner)(rngs.params(), (2 * d_inner, d_inner)))
     self.out_norm = layer_norm(d_inner, rngs=rngs)
     self.out_proj = linear(d_inner, d_model, use_bias=False, rngs=rngs)
@@ -69,9 +69,9 @@ class CMSALevel(nnx.Module):
   """(ir, vis) -> fused (batch, H, W, d_model): per block ir += d_ir, vis += d_vis; ir + vis."""
 
   def __init__(self, d_model: int, num_blocks: int, *, expand: float, d_state: int,
-               scan_impl: str, rngs: nnx.Rngs):
+               rngs: nnx.Rngs):
     self.blocks = nnx.List([
-        CrossSS2D(d_model, expand=expand, d_state=d_state, scan_impl=scan_impl, rngs=rngs)
+        CrossSS2D(d_model, expand=expand, d_state=d_state, rngs=rngs)
         for _ in range(num_blocks)])
 
   def __call__(self, ir, vis):

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from einops import rearrange
 from flax import nnx
 
-from fusionjax.layers.torch_layers import conv, layer_norm, linear
+from fusionjax.layers.torch_init import conv, layer_norm, linear
 
 
 def overlap_add(patches, stride: int):

@@ -5,7 +5,7 @@ A full 3x3 convolution, no bias, zero padding 1, whose centre tap is rescaled:
     W'[:, :, centre] = W[:, :, centre] * (1 - theta * m * sum_{3x3} W)
 
 with a learnable per-(in, out) gain m (init 1) and a learnable scalar theta (init 0.5); every
-other tap is W. (architectures.md 2.6; the paper's Eq. 5 describes another parameterisation.)
+other tap is W. (docs/architectures.md 2.6; the paper's Eq. 5 describes another parameterisation.)
 The official module also registers an all-ones, frozen `base_mask` of W's shape; it is a constant
 and is not stored here (the converter checks it is all ones).
 """
@@ -13,7 +13,7 @@ and is not stored here (the converter checks it is all ones).
 import jax
 from flax import nnx
 
-from fusionjax.layers.torch_layers import torch_default_kernel_init
+from fusionjax.layers.torch_init import torch_default_kernel_init
 
 
 class LDC(nnx.Module):

@@ -1,4 +1,4 @@
-"""Mamba mixers and blocks of MambaDFuse, as Flax NNX modules (channels-last).
+"""Mamba mixers and blocks of MambaDFuse, as Flax NNX modules, on `fusionjax.shapes.Tokens`.
 
 Two mixers, both from the patched `mamba_ssm.modules.mamba_simple.Mamba` that MambaDFuse ships:
 - `Mamba`: the plain unidirectional mixer (`bimamba_type=None`), 29,160 parameters at width 60.
@@ -14,88 +14,23 @@ block maps (x, residual) to (mixer(LN(x + residual)), x + residual):
   `M3Block` (three LNs, the m3 mixer, a depthwise 3x3 conv residual).
 
 Parameter layout: every module and attribute is named after its PyTorch counterpart, so a
-state_dict entry maps 1:1 onto a parameter (see `MambaDFuse.torch_source`); Linear kernels
-are (in, out), conv kernels (*kernel, in/groups, out). The three scan branches of the m3 mixer live
-in `ssm`, `ssm_b`, `ssm_c` (PyTorch: `conv1d`, `conv1d_b`, `conv1d_c`, ...).
+state_dict entry maps 1:1 onto a parameter (`fusionjax.convert.mapping.mamba_entries`); Linear
+kernels are (in, out), conv kernels (*kernel, in/groups, out). The three scan branches of the m3
+mixer live in `ssm`, `ssm_b`, `ssm_c` (PyTorch: `conv1d`, `conv1d_b`, `conv1d_c`, ...).
 
 Initialisation reproduces the official code: every Linear/Conv keeps PyTorch's default
 U(+-1/sqrt(fan_in)) for weight and bias (MambaDFuse's own `_init_weights` runs before these modules
 exist), the main branch's dt_proj gets Mamba's dt initialisation, A_log is S4D-real, D is one.
 """
 
-import math
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from fusionjax.kernels import selective_scan_channels_last
-
-LN_EPS = 1e-5  # PyTorch LayerNorm default; MambaDFuse's WithBias_LayerNorm uses the same.
-
-
-# ----------------------------------------------------------------------------------------------
-# Layers with PyTorch's default initialisation.
-
-
-def uniform_init(bound: float):
-  """Initializer drawing U(-bound, bound), PyTorch's default for Linear/Conv weights and biases."""
-
-  def init(key, shape, dtype=jnp.float32):
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-  return init
-
-
-def torch_linear(in_features: int, out_features: int, *, use_bias: bool,
-                 rngs: nnx.Rngs) -> nnx.Linear:
-  """nnx.Linear initialised like torch.nn.Linear: kernel (in, out), bias (out,)."""
-  bound = 1.0 / math.sqrt(in_features)
-  return nnx.Linear(in_features, out_features, use_bias=use_bias, kernel_init=uniform_init(bound),
-                    bias_init=uniform_init(bound), rngs=rngs)
-
-
-def torch_conv(in_features: int, out_features: int, kernel_size: tuple[int, ...], *, padding,
-               groups: int = 1, rngs: nnx.Rngs) -> nnx.Conv:
-  """Stride-1 nnx.Conv with bias initialised like torch.nn.Conv1d/2d.
-
-  Kernel (*kernel_size, in/groups, out); `padding` is one (before, after) pair per spatial axis.
-  """
-  bound = 1.0 / math.sqrt(in_features // groups * math.prod(kernel_size))
-  return nnx.Conv(in_features, out_features, kernel_size, padding=padding,
-                  feature_group_count=groups, kernel_init=uniform_init(bound),
-                  bias_init=uniform_init(bound), rngs=rngs)
-
-
-def layer_norm(dim: int, *, rngs: nnx.Rngs) -> nnx.LayerNorm:
-  """LayerNorm over the channel axis, numerically PyTorch's (eps 1e-5, two-pass variance)."""
-  return nnx.LayerNorm(dim, epsilon=LN_EPS, use_fast_variance=False, rngs=rngs)
-
-
-# ----------------------------------------------------------------------------------------------
-# Mamba parameter initialisation (mamba_ssm `Mamba.__init__`).
-
-
-def s4d_real_a_log(d_inner: int, d_state: int) -> jax.Array:
-  """A_log = log([1, ..., N]) for every channel: (d_inner, N); A = -exp(A_log)."""
-  return jnp.broadcast_to(jnp.log(jnp.arange(1, d_state + 1, dtype=jnp.float32)),
-                          (d_inner, d_state))
-
-
-def mamba_dt_bias_init(dt_min: float = 1e-3, dt_max: float = 1e-1, dt_floor: float = 1e-4):
-  """dt_proj bias init: inverse softplus of dt = exp(U[log dt_min, log dt_max]) clamped >= floor."""
-
-  def init(key, shape, dtype=jnp.float32):
-    log_dt = jax.random.uniform(key, shape, dtype, math.log(dt_min), math.log(dt_max))
-    dt = jnp.maximum(jnp.exp(log_dt), dt_floor)
-    return dt + jnp.log(-jnp.expm1(-dt))
-
-  return init
-
-
-def default_dt_rank(d_model: int) -> int:
-  """Mamba's dt_rank="auto": ceil(d_model / 16), from the model width (not d_inner)."""
-  return math.ceil(d_model / 16)
+from fusionjax.layers.torch_init import (
+    dt_rank_for, layer_norm, mamba_dt_bias_init, mamba_dt_kernel_init, s4d_real_a_log, torch_conv,
+    torch_linear)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -113,20 +48,23 @@ class SelectiveScanBranch(nnx.Module):
   Parameters: conv1d.kernel (d_conv, 1, d_inner), conv1d.bias (d_inner,), x_proj.kernel
   (d_inner, dt_rank + 2 * d_state), dt_proj.kernel (dt_rank, d_inner), dt_proj.bias (d_inner,),
   D (d_inner,).
+
+  `scan_impl` (static, not a parameter) is the kernel's `impl`, "auto" here; models set it on
+  every branch with `set_attributes(scan_impl=..., raise_if_not_found=False)`.
   """
 
   def __init__(self, d_inner: int, *, d_state: int, dt_rank: int, d_conv: int,
-               mamba_dt_init: bool, impl: str, rngs: nnx.Rngs):
+               mamba_dt_init: bool, rngs: nnx.Rngs):
     """`mamba_dt_init`: Mamba's dt_proj init (main branches) instead of torch's Linear default."""
     self.d_state = d_state
     self.dt_rank = dt_rank
-    self.impl = impl
+    self.scan_impl = "auto"
     self.conv1d = torch_conv(d_inner, d_inner, (d_conv,), padding=((d_conv - 1, 0),),
                              groups=d_inner, rngs=rngs)
     self.x_proj = torch_linear(d_inner, dt_rank + 2 * d_state, use_bias=False, rngs=rngs)
     if mamba_dt_init:
-      self.dt_proj = nnx.Linear(dt_rank, d_inner, kernel_init=uniform_init(dt_rank ** -0.5),
-                                bias_init=mamba_dt_bias_init(), rngs=rngs)
+      self.dt_proj = nnx.Linear(dt_rank, d_inner, kernel_init=mamba_dt_kernel_init(dt_rank),
+                                bias_init=mamba_dt_bias_init, rngs=rngs)
     else:
       self.dt_proj = torch_linear(dt_rank, d_inner, use_bias=True, rngs=rngs)
     self.D = nnx.Param(jnp.ones((d_inner,), jnp.float32))
@@ -138,7 +76,7 @@ class SelectiveScanBranch(nnx.Module):
     delta = dt @ self.dt_proj.kernel[...]
     return selective_scan_channels_last(
         x, delta, A, B, C, D=self.D[...], z=z, delta_bias=self.dt_proj.bias[...],
-        delta_softplus=True, impl=self.impl)
+        delta_softplus=True, impl=self.scan_impl)
 
 
 class Mamba(nnx.Module):
@@ -150,17 +88,17 @@ class Mamba(nnx.Module):
   """
 
   def __init__(self, d_model: int, *, d_state: int = 16, d_conv: int = 4, expand: int = 2,
-               dt_rank: int | None = None, impl: str = "auto", rngs: nnx.Rngs):
+               dt_rank: int | None = None, rngs: nnx.Rngs):
     d_inner = expand * d_model
-    dt_rank = dt_rank or default_dt_rank(d_model)
+    dt_rank = dt_rank or dt_rank_for(d_model)
     self.in_proj = torch_linear(d_model, 2 * d_inner, use_bias=False, rngs=rngs)
     self.ssm = SelectiveScanBranch(d_inner, d_state=d_state, dt_rank=dt_rank, d_conv=d_conv,
-                                   mamba_dt_init=True, impl=impl, rngs=rngs)
-    self.A_log = nnx.Param(s4d_real_a_log(d_inner, d_state))
+                                   mamba_dt_init=True, rngs=rngs)
+    self.A_log = nnx.Param(s4d_real_a_log((d_inner,), d_state))
     self.out_proj = torch_linear(d_inner, d_model, use_bias=False, rngs=rngs)
 
   def __call__(self, h: jax.Array) -> jax.Array:
-    """h: (batch, L, d_model) -> (batch, L, d_model)."""
+    """h: `Tokens` of width d_model -> same shape."""
     x, z = jnp.split(self.in_proj(h), 2, axis=-1)
     return self.out_proj(self.ssm(x, z, -jnp.exp(self.A_log[...])))
 
@@ -184,26 +122,26 @@ class MultiModalMamba(nnx.Module):
 
   def __init__(self, d_model: int, *, d_state: int = 16, d_conv: int = 4, expand: int = 2,
                dt_rank: int | None = None, shared_gate: bool = False, separate_c_a: bool = False,
-               impl: str = "auto", rngs: nnx.Rngs):
+               rngs: nnx.Rngs):
     d_inner = expand * d_model
-    dt_rank = dt_rank or default_dt_rank(d_model)
+    dt_rank = dt_rank or dt_rank_for(d_model)
     self.shared_gate = shared_gate
     branch = lambda mamba_dt_init: SelectiveScanBranch(
         d_inner, d_state=d_state, dt_rank=dt_rank, d_conv=d_conv, mamba_dt_init=mamba_dt_init,
-        impl=impl, rngs=rngs)
+        rngs=rngs)
     self.in_proj = torch_linear(d_model, 2 * d_inner, use_bias=False, rngs=rngs)
     self.in_proj_extra1 = torch_linear(d_model, 2 * d_inner, use_bias=False, rngs=rngs)
     self.in_proj_extra2 = torch_linear(d_model, 2 * d_inner, use_bias=False, rngs=rngs)
     self.ssm = branch(True)
     self.ssm_b = branch(False)  # official: dt_proj_b/c keep torch's default Linear init
     self.ssm_c = branch(False)
-    self.A_log = nnx.Param(s4d_real_a_log(d_inner, d_state))
-    self.A_b_log = nnx.Param(s4d_real_a_log(d_inner, d_state))
-    self.A_c_log = nnx.Param(s4d_real_a_log(d_inner, d_state)) if separate_c_a else None
+    self.A_log = nnx.Param(s4d_real_a_log((d_inner,), d_state))
+    self.A_b_log = nnx.Param(s4d_real_a_log((d_inner,), d_state))
+    self.A_c_log = nnx.Param(s4d_real_a_log((d_inner,), d_state)) if separate_c_a else None
     self.out_proj = torch_linear(d_inner, d_model, use_bias=False, rngs=rngs)
 
   def __call__(self, h: jax.Array, extra1: jax.Array, extra2: jax.Array) -> jax.Array:
-    """h, extra1, extra2: (batch, L, d_model) -> (batch, L, d_model)."""
+    """h, extra1, extra2: `Tokens` of width d_model -> same shape."""
     x, z = jnp.split(self.in_proj(h), 2, axis=-1)
     x_b, z_b = jnp.split(self.in_proj_extra1(extra1), 2, axis=-1)
     x_c, z_c = jnp.split(self.in_proj_extra2(extra2), 2, axis=-1)
@@ -228,14 +166,14 @@ class SingleMambaBlock(nnx.Module):
     self.norm = layer_norm(dim, rngs=rngs)
 
   def __call__(self, x: jax.Array, residual: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """x, residual: (batch, L, dim)."""
+    """x, residual: `Tokens`."""
     residual = x + residual
     return self.encoder(self.norm(residual)), residual
 
 
 def run_residual_stack(blocks, x: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Chains SingleMambaBlocks from (x, 0), as nn.Sequential does: returns (last mixer output,
-  residual stream), the last mixer output NOT added to the residual. Shapes (batch, L, dim)."""
+  residual stream), the last mixer output NOT added to the residual; all `Tokens`."""
   residual = jnp.zeros_like(x)
   for block in blocks:
     x, residual = block(x, residual)
@@ -265,7 +203,7 @@ class TokenSwapMamba(nnx.Module):
     self.norm2 = layer_norm(dim, rngs=rngs)
 
   def __call__(self, i1, i2, i1_residual, i2_residual):
-    """All four (batch, L, dim); returns the same four, updated."""
+    """All four `Tokens`; returns the same four, updated."""
     i1_residual = i1 + i1_residual
     i2_residual = i2 + i2_residual
     a, b = exchange_even_channels(self.norm1(i1_residual), self.norm2(i2_residual))

@@ -7,7 +7,7 @@ embedding stride (FusionMamba 4, S4Fusion 3 with a 4x4 kernel: overlapping patch
 from einops import rearrange
 from flax import nnx
 
-from fusionjax.layers.torch_layers import conv, layer_norm, linear
+from fusionjax.layers.torch_init import conv, layer_norm, linear
 
 
 class PatchEmbed(nnx.Module):

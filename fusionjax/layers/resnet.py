@@ -1,6 +1,6 @@
 """torchvision's ResNet-50 (v1.5) in Flax NNX, loading torchvision-layout ImageNet weights.
 
-S4Fusion's loss (architectures.md 3.5) feeds images through a frozen ImageNet ResNet-50 that
+S4Fusion's loss (docs/architectures.md 3.5) feeds images through a frozen ImageNet ResNet-50 that
 returns the logits and the outputs of layer1..layer4. Nothing is downloaded: the user passes a
 torchvision checkpoint (e.g. resnet50-0676ba61.pth or resnet50-11ad3fa6.pth, or the same tensors
 as .safetensors) to `load_resnet50`.
@@ -91,9 +91,9 @@ class ResNet50(nnx.Module):
 
 
 def imagenet_input(gray):
-  """(batch, H, W, 1) in [0, 1] -> (batch, H, W, 3): replicated and ImageNet-normalised.
+  """`fusionjax.shapes.Planes` -> (batch, H, W, 3): replicated and ImageNet-normalised.
 
-  The S4Fusion authors' choice is not recoverable (architectures.md 3.5); this is the
+  The S4Fusion authors' choice is not recoverable (docs/architectures.md 3.5); this is the
   conventional one.
   """
   mean, std = (jnp.asarray(v).reshape(1, 1, 1, 3) for v in (IMAGENET_MEAN, IMAGENET_STD))

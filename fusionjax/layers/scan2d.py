@@ -1,8 +1,8 @@
 """Flattening image feature maps into scan sequences and back (channels-last throughout).
 
-Sequences come out as (batch, L, K, C): K scan directions side by side, ready for
-`fusionjax.kernels.scan_channels_last` with the directions folded into the channel axis
-(dim = K * C) and B/C grouped per direction (G = K).
+Sequences come out as `fusionjax.shapes.Sequences` (batch, L, K, C): K scan directions side by
+side, ready for `fusionjax.kernels.selective_scan_channels_last` with the directions folded
+into the channel axis (dim = K * C) and B/C grouped per direction (G = K).
 
 - VMamba SS2D (`cross_scan` / `cross_merge`): K = 4 full-length scans, L = H * W:
   k0 row-major, k1 column-major, k2 = k0 reversed, k3 = k1 reversed. Merging maps each direction

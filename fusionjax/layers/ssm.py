@@ -1,7 +1,7 @@
 """The selective-SSM parameters of K scan directions, shared by SS2D, ES2D and both Cross SS2Ds.
 
-Sequences arrive as (batch, L, K, d_inner) (see `fusionjax.layers.scan2d`). Per direction k the
-official code holds (architectures.md section 0):
+Sequences arrive as `fusionjax.shapes.Sequences`, D = d_inner (see `fusionjax.layers.scan2d`).
+Per direction k the official code holds (docs/architectures.md section 0):
 
 - x_proj_k: d_inner -> dt_rank + 2 N, no bias: the token's low-rank delta, B and C
   (`SelectionProjection`);
@@ -18,28 +18,12 @@ bias = softplus^-1(dt) with dt = exp(U[log 1e-3, log 1e-1]) clamped at 1e-4; A_l
 (S4D-real); D = 1.
 """
 
-import math
-
-import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from fusionjax.kernels import selective_scan_channels_last
-from fusionjax.layers.torch_layers import torch_uniform_init
-
-DT_MIN, DT_MAX, DT_FLOOR = 1e-3, 1e-1, 1e-4
-
-
-def dt_rank_for(d_model: int) -> int:
-  """Mamba's "auto" dt rank, ceil(d_model / 16), from the block width (not d_inner)."""
-  return math.ceil(d_model / 16)
-
-
-def _inverse_softplus_dt_init(key, shape, dtype=jnp.float32):
-  """dt_proj bias: softplus of it lies log-uniformly in [1e-3, 1e-1] (floor 1e-4)."""
-  log_dt = jax.random.uniform(key, shape, dtype, math.log(DT_MIN), math.log(DT_MAX))
-  dt = jnp.maximum(jnp.exp(log_dt), DT_FLOOR)
-  return dt + jnp.log(-jnp.expm1(-dt))
+from fusionjax.layers.torch_init import (
+    mamba_dt_bias_init, mamba_dt_kernel_init, s4d_real_a_log, torch_uniform_init)
 
 
 class SelectionProjection(nnx.Module):
@@ -59,18 +43,20 @@ class SelectionProjection(nnx.Module):
 
 
 class SelectiveSSM(nnx.Module):
-  """dt_proj, A and D of K directions; runs the grouped selective scan over them."""
+  """dt_proj, A and D of K directions; runs the grouped selective scan over them.
+
+  `scan_impl` (static, not a parameter) is the kernel's `impl`, "auto" here; models set it on
+  every SSM with `set_attributes(scan_impl=..., raise_if_not_found=False)`.
+  """
 
   def __init__(self, num_directions: int, d_inner: int, dt_rank: int, d_state: int, *,
-               scan_impl: str, rngs: nnx.Rngs):
-    self.scan_impl = scan_impl
+               rngs: nnx.Rngs):
+    self.scan_impl = "auto"
     shape = (num_directions, d_inner)
-    self.dt_kernel = nnx.Param(jax.random.uniform(
-        rngs.params(), (num_directions, dt_rank, d_inner), jnp.float32,
-        -dt_rank ** -0.5, dt_rank ** -0.5))
-    self.dt_bias = nnx.Param(_inverse_softplus_dt_init(rngs.params(), shape))
-    self.A_log = nnx.Param(jnp.broadcast_to(
-        jnp.log(jnp.arange(1, d_state + 1, dtype=jnp.float32)), shape + (d_state,)))
+    self.dt_kernel = nnx.Param(mamba_dt_kernel_init(dt_rank)(
+        rngs.params(), (num_directions, dt_rank, d_inner)))
+    self.dt_bias = nnx.Param(mamba_dt_bias_init(rngs.params(), shape))
+    self.A_log = nnx.Param(s4d_real_a_log(shape, d_state))
     self.D = nnx.Param(jnp.ones(shape, jnp.float32))
 
   def __call__(self, u, delta_low_rank, B, C):
@@ -98,10 +84,9 @@ class DirectionalSSM(nnx.Module):
   """One `SelectionProjection` feeding one `SelectiveSSM`: the SSM of SS2D and ES2D."""
 
   def __init__(self, num_directions: int, d_inner: int, dt_rank: int, d_state: int, *,
-               scan_impl: str, rngs: nnx.Rngs):
+               rngs: nnx.Rngs):
     self.selection = SelectionProjection(num_directions, d_inner, dt_rank, d_state, rngs=rngs)
-    self.ssm = SelectiveSSM(num_directions, d_inner, dt_rank, d_state, scan_impl=scan_impl,
-                            rngs=rngs)
+    self.ssm = SelectiveSSM(num_directions, d_inner, dt_rank, d_state, rngs=rngs)
 
   def __call__(self, xs):
     """(batch, L, K, d_inner) -> (batch, L, K, d_inner)."""

@@ -1,13 +1,13 @@
 """2-D selective-scan mixers and the blocks and stages built from them.
 
 - `SS2D`: the gated 2-D SSM mixer. `scan="cross"` is VMamba's four full-length directions
-  (S4Fusion's VSS block, architectures.md 3.3); `scan="skip"` is EfficientVMamba's ES2D, four
+  (S4Fusion's VSS block, docs/architectures.md 3.3); `scan="skip"` is EfficientVMamba's ES2D, four
   stride-2 sub-grids (FusionMamba, 2.5). Everything else is the same code in both repositories.
 - `VSSBlock` (S4Fusion): x + SS2D(LN(x)).
 - `DVSSBlock` (FusionMamba's "VSSBlock_new", 2.3): ES2D + ECA + LDC + BiAttn + MLP.
 - `EncoderStage` / `DecoderStage`: blocks then PatchMerging; PatchExpand then blocks.
 
-All tensors are (batch, H, W, C).
+All tensors are `Features` (`fusionjax/shapes.py` has the letter legend).
 """
 
 from collections.abc import Sequence
@@ -21,8 +21,8 @@ from fusionjax.layers import scan2d
 from fusionjax.layers.channel_attention import ECA, BiAttn
 from fusionjax.layers.ldc import LDC
 from fusionjax.layers.patches import PatchExpand, PatchMerging
-from fusionjax.layers.ssm import DirectionalSSM, dt_rank_for
-from fusionjax.layers.torch_layers import depthwise_conv3x3, layer_norm, linear
+from fusionjax.layers.ssm import DirectionalSSM
+from fusionjax.layers.torch_init import depthwise_conv3x3, dt_rank_for, layer_norm, linear
 
 ScanPattern = Literal["cross", "skip"]
 
@@ -53,13 +53,13 @@ class SS2D(nnx.Module):
   """
 
   def __init__(self, d_model: int, *, expand: float, d_state: int, scan: ScanPattern,
-               scan_impl: str, rngs: nnx.Rngs):
+               rngs: nnx.Rngs):
     d_inner = int(expand * d_model)
     self.scan = scan
     self.in_proj = linear(d_model, 2 * d_inner, use_bias=False, rngs=rngs)
     self.conv = depthwise_conv3x3(d_inner, rngs=rngs)
     self.ssm = DirectionalSSM(scan2d.NUM_DIRECTIONS, d_inner, dt_rank_for(d_model), d_state,
-                              scan_impl=scan_impl, rngs=rngs)
+                              rngs=rngs)
     self.out_norm = layer_norm(d_inner, rngs=rngs)
     self.out_proj = linear(d_inner, d_model, use_bias=False, rngs=rngs)
 
@@ -72,10 +72,9 @@ class SS2D(nnx.Module):
 class VSSBlock(nnx.Module):
   """S4Fusion's VSS block: x + SS2D(LN(x)), VMamba cross scan, no MLP."""
 
-  def __init__(self, dim: int, *, expand: float, d_state: int, scan_impl: str, rngs: nnx.Rngs):
+  def __init__(self, dim: int, *, expand: float, d_state: int, rngs: nnx.Rngs):
     self.norm = layer_norm(dim, rngs=rngs)
-    self.mixer = SS2D(dim, expand=expand, d_state=d_state, scan="cross", scan_impl=scan_impl,
-                      rngs=rngs)
+    self.mixer = SS2D(dim, expand=expand, d_state=d_state, scan="cross", rngs=rngs)
 
   def __call__(self, x):
     return x + self.mixer(self.norm(x))
@@ -93,17 +92,16 @@ class MLP(nnx.Module):
 
 
 class DVSSBlock(nnx.Module):
-  """FusionMamba's DVSS block, as the official code computes it (architectures.md 2.3).
+  """FusionMamba's DVSS block, as the official code computes it (docs/architectures.md 2.3).
 
   s = ES2D-SSM(LN(x)); c = LDC(s + ECA(s)); y = x + DropPath(BiAttn(s) + BiAttn(c)) with one
   BiAttn for both; out = y + DropPath(MLP(LN2(y))).
   """
 
   def __init__(self, dim: int, *, d_state: int, expand: float, mlp_ratio: float,
-               drop_path_rate: float, scan_impl: str, rngs: nnx.Rngs):
+               drop_path_rate: float, rngs: nnx.Rngs):
     self.norm = layer_norm(dim, rngs=rngs)
-    self.mixer = SS2D(dim, expand=expand, d_state=d_state, scan="skip", scan_impl=scan_impl,
-                      rngs=rngs)
+    self.mixer = SS2D(dim, expand=expand, d_state=d_state, scan="skip", rngs=rngs)
     self.eca = ECA(rngs=rngs)
     self.ldc = LDC(dim, dim, rngs=rngs)
     self.channel_gate = BiAttn(dim, rngs=rngs)

@@ -1,7 +1,8 @@
 """Training losses: the shared terms, and one module per paper (its loss as its official code
 computes it; docs/architectures.md gives each paper's loss section).
 
-Every loss maps (a, b, fused), each (batch, H, W, 1), to (total, {term: value}) scalars.
+Every loss maps (a, b, fused), each `fusionjax.shapes.Planes`, to (total, {term: value})
+scalars.
 """
 
 from fusionjax.losses.fusionmamba import fusionmamba_loss

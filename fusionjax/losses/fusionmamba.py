@@ -1,12 +1,15 @@
 """FusionMamba's training loss."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
-from fusionjax.losses.terms import Terms, max_gradient_l1, max_intensity_l1, ms_ssim
+from fusionjax.losses.terms import Loss, Terms, max_gradient_l1, ms_ssim
+from fusionjax.shapes import Planes
 
 
-def fusionmamba_loss(a: jax.Array, b: jax.Array, fused: jax.Array, *, intensity_weight: float,
+def fusionmamba_loss(a: Planes, b: Planes, fused: Planes, *, intensity_weight: float,
                      gradient_weight: float, ssim_weight: float) -> tuple[jax.Array, Terms]:
   """FusionMamba's loss (its loss.py): the output is clamped to [0, 1] first, then
 
@@ -15,7 +18,7 @@ def fusionmamba_loss(a: jax.Array, b: jax.Array, fused: jax.Array, *, intensity_
   Paper / pre-2024-08 code weights (intensity, gradient, ssim) = (100, 10, 1); HEAD's
   "CT-MRI" setting (10, 1, 10).
 
-  a: visible Y / MRI, b: IR / CT / PET / SPECT / GFP, fused: (batch, H, W, 1), H, W >= 16.
+  a: visible Y / MRI, b: IR / CT / PET / SPECT / GFP; H, W >= 16.
   Returns (total, {"intensity", "gradient", "ssim"}).
   """
   fused = jnp.clip(fused, 0.0, 1.0)
@@ -27,3 +30,8 @@ def fusionmamba_loss(a: jax.Array, b: jax.Array, fused: jax.Array, *, intensity_
   total = (intensity_weight * terms["intensity"] + gradient_weight * terms["gradient"]
            + ssim_weight * terms["ssim"])
   return total, terms
+
+
+def make_loss(**weights) -> Loss:
+  """The loss of a config's `loss` section: `fusionmamba_loss` with the section's fields."""
+  return functools.partial(fusionmamba_loss, **weights)

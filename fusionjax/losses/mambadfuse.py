@@ -1,14 +1,17 @@
 """MambaDFuse's training loss."""
 
+import functools
 from typing import Literal
 
 import jax
 import jax.numpy as jnp
 
-from fusionjax.losses.terms import Terms, max_gradient_l1, max_intensity_l1, sobel_gradient, ssim
+from fusionjax.losses.terms import (
+    Loss, Terms, max_gradient_l1, max_intensity_l1, sobel_gradient, ssim)
+from fusionjax.shapes import Planes
 
 
-def mambadfuse_loss(a: jax.Array, b: jax.Array, fused: jax.Array, *, intensity_weight: float,
+def mambadfuse_loss(a: Planes, b: Planes, fused: Planes, *, intensity_weight: float,
                     gradient_weight: float, ssim_weight: float,
                     ssim_weighting: Literal["gradient", "equal"]) -> tuple[jax.Array, Terms]:
   """MambaDFuse's loss (its loss_vif.py / loss_med.py, SwinFusion's without the TV term).
@@ -19,7 +22,7 @@ def mambadfuse_loss(a: jax.Array, b: jax.Array, fused: jax.Array, *, intensity_w
   (0.5 each if both sources are flat), and for "equal" (medical) w_A = w_B = 0.5.
   The code's weights are (20, 20, 10) for VIF and (20, 100, 50) for medical pairs.
 
-  a: IR / MRI, b: visible Y / CT / PET-Y / SPECT-Y, fused: (batch, H, W, 1).
+  a: IR / MRI, b: visible Y / CT / PET-Y / SPECT-Y.
   Returns (total, {"intensity", "gradient", "ssim"}).
   """
   if ssim_weighting == "gradient":
@@ -39,3 +42,8 @@ def mambadfuse_loss(a: jax.Array, b: jax.Array, fused: jax.Array, *, intensity_w
   total = (intensity_weight * terms["intensity"] + gradient_weight * terms["gradient"]
            + ssim_weight * terms["ssim"])
   return total, terms
+
+
+def make_loss(**weights) -> Loss:
+  """The loss of a config's `loss` section: `mambadfuse_loss` with the section's fields."""
+  return functools.partial(mambadfuse_loss, **weights)

@@ -1,9 +1,10 @@
-"""S4Fusion's loss terms, rebuilt from the disassembled official bytecode (architectures.md 3.5).
+"""S4Fusion's loss terms, rebuilt from the disassembled official bytecode
+(docs/architectures.md 3.5).
 
 The official `utils/loss.cpython-311.pyc` returns four terms; how the unpublished train script
 weights them, the softmax temperature c of the information weights and how gray images are fed
 to the ResNet-50 are unknown. `S4FusionLoss` therefore takes them as arguments (defaults are our
-assumptions, not the authors'). Images are (batch, H, W, 1) in [0, 1]; F is the fused image.
+assumptions, not the authors'). Images are `fusionjax.shapes.Planes`; F is the fused image.
 
 - Sobel S(x) = |x * Kx| + |x * Ky| per channel, zero padding 1.
 - information weights (U2Fusion-style, with Sobel): per source, mean over channels and pixels of
@@ -24,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from fusionjax.layers.resnet import ResNet50, imagenet_input, load_resnet50
+from fusionjax.shapes import Features, Planes
 
 SSIM_WINDOW, SSIM_SIGMA = 11, 1.5
 SSIM_C1, SSIM_C2, SSIM_EPS = 0.01 ** 2, 0.03 ** 2, 1e-12
@@ -32,8 +34,8 @@ _SOBEL_X = ((-1.0, 0.0, 1.0), (-2.0, 0.0, 2.0), (-1.0, 0.0, 1.0))
 _SOBEL_Y = ((1.0, 2.0, 1.0), (0.0, 0.0, 0.0), (-1.0, -2.0, -1.0))
 
 
-def _depthwise(x, kernel_hw, padding):
-  """Cross-correlates every channel of (batch, H, W, C) with one (kh, kw) kernel."""
+def _depthwise(x: Features, kernel_hw, padding) -> Features:
+  """Cross-correlates every channel with one (kh, kw) kernel."""
   channels = x.shape[-1]
   kernel = jnp.tile(jnp.asarray(kernel_hw, x.dtype)[:, :, None, None], (1, 1, 1, channels))
   return jax.lax.conv_general_dilated(x, kernel, (1, 1), padding,
@@ -41,8 +43,8 @@ def _depthwise(x, kernel_hw, padding):
                                       feature_group_count=channels)
 
 
-def sobel(x):
-  """(batch, H, W, C) -> |Gx| + |Gy|, same shape, zero padding."""
+def sobel(x: Features) -> Features:
+  """|Gx| + |Gy|, same shape, zero padding."""
   pad = [(1, 1), (1, 1)]
   return jnp.abs(_depthwise(x, _SOBEL_X, pad)) + jnp.abs(_depthwise(x, _SOBEL_Y, pad))
 
@@ -58,8 +60,8 @@ def _gaussian_blur(x):
   return _depthwise(x, taps[:, None], "VALID")
 
 
-def dssim_map(a, b):
-  """kornia's per-pixel DSSIM, clip((1 - SSIM) / 2, 0, 1), for (batch, H, W, C) in [0, 1]."""
+def dssim_map(a: Features, b: Features) -> Features:
+  """kornia's per-pixel DSSIM, clip((1 - SSIM) / 2, 0, 1), for values in [0, 1]."""
   mu_a, mu_b = _gaussian_blur(a), _gaussian_blur(b)
   var_a = _gaussian_blur(a * a) - mu_a ** 2
   var_b = _gaussian_blur(b * b) - mu_b ** 2
@@ -133,7 +135,7 @@ class S4FusionLoss:
     """Loss using the torchvision ResNet-50 weights in `path` (.pth or .safetensors)."""
     return cls(load_resnet50(path), **kwargs)
 
-  def __call__(self, ir, vis, fused):
+  def __call__(self, ir: Planes, vis: Planes, fused: Planes):
     if self.resnet is None:
       half = jnp.full((ir.shape[0],), 0.5, ir.dtype)
       w_ir, w_vis, terms = half, half, {}
@@ -148,3 +150,14 @@ class S4FusionLoss:
              "gradient": gradient_loss(ir, vis, fused), **terms}
     total = sum(getattr(self.weights, name) * value for name, value in terms.items())
     return total, terms
+
+
+def make_loss(resnet_weights: str = "", temperature: float = 1.0, **weights: float) -> S4FusionLoss:
+  """The loss of a config's `loss` section: term `weights` (`LossWeights` fields), the
+  softmax `temperature`, and the frozen ImageNet ResNet-50 read from `resnet_weights`
+  (torchvision layout) when given."""
+  term_weights = LossWeights(**weights)
+  if resnet_weights:
+    return S4FusionLoss.from_resnet_file(resnet_weights, temperature=temperature,
+                                         weights=term_weights)
+  return S4FusionLoss(temperature=temperature, weights=term_weights)

@@ -1,15 +1,20 @@
 """The terms the papers' losses share: Sobel gradients, SSIM, MS-SSIM, max-intensity and
 max-gradient L1, as their official code computes them.
 
-Every image is (batch, H, W, 1) float32 in [0, 1]: `a` and `b` the two sources in the order the
-model takes them, `fused` the model output. Each paper's loss (`fusionjax.losses.<family>`) returns `(total, terms)`: the
-weighted scalar sum and a dict of its unweighted scalar terms ("intensity", "gradient", "ssim").
+Every image is a `fusionjax.shapes.Planes`: `a` and `b` the two sources in the order the
+model takes them, `fused` the model output. Each paper's loss (`fusionjax.losses.<family>`)
+returns `(total, terms)`: the weighted scalar sum and a dict of its unweighted scalar terms
+("intensity", "gradient", "ssim").
 All functions are pure and jit/grad/vmap-friendly.
 """
+
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from fusionjax.shapes import Features, Planes
 
 SOBEL_X = np.array([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], np.float32)
 SOBEL_Y = np.array([[1.0, 2.0, 1.0], [0.0, 0.0, 0.0], [-1.0, -2.0, -1.0]], np.float32)
@@ -18,12 +23,14 @@ SSIM_C1, SSIM_C2 = 0.01**2, 0.03**2  # dynamic range 1
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 Terms = dict[str, jax.Array]
+# (a, b, fused) -> (total, {term: value}), scalars.
+Loss = Callable[[Planes, Planes, Planes], tuple[jax.Array, Terms]]
 
 
-def filter2d(x: jax.Array, kernel: np.ndarray, padding: int) -> jax.Array:
+def filter2d(x: Features, kernel: np.ndarray, padding: int) -> Features:
   """Cross-correlation of each channel with a 2-D kernel (PyTorch conv2d with groups=C).
 
-  x: (batch, H, W, C); kernel: (kh, kw); zero `padding` on every side.
+  kernel: (kh, kw); zero `padding` on every side.
   Returns (batch, H + 2 padding - kh + 1, W + 2 padding - kw + 1, C).
   """
   channels = x.shape[-1]
@@ -34,8 +41,8 @@ def filter2d(x: jax.Array, kernel: np.ndarray, padding: int) -> jax.Array:
       dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=channels)
 
 
-def sobel_gradient(x: jax.Array) -> jax.Array:
-  """|Sobel_x * x| + |Sobel_y * x|, zero padding 1: (batch, H, W, C) -> (batch, H, W, C)."""
+def sobel_gradient(x: Features) -> Features:
+  """|Sobel_x * x| + |Sobel_y * x|, zero padding 1, same shape."""
   return jnp.abs(filter2d(x, SOBEL_X, 1)) + jnp.abs(filter2d(x, SOBEL_Y, 1))
 
 
@@ -47,9 +54,9 @@ def gaussian_window(size: int, sigma: float = SSIM_SIGMA) -> np.ndarray:
   return np.outer(profile, profile).astype(np.float32)
 
 
-def _ssim_and_contrast_structure(x: jax.Array, y: jax.Array, window: np.ndarray,
+def _ssim_and_contrast_structure(x: Features, y: Features, window: np.ndarray,
                                  padding: int) -> tuple[jax.Array, jax.Array]:
-  """Mean SSIM and mean contrast-structure term over everything, (batch, H, W, C) inputs."""
+  """Mean SSIM and mean contrast-structure term over everything."""
   mu_x, mu_y = filter2d(x, window, padding), filter2d(y, window, padding)
   var_x = filter2d(x * x, window, padding) - mu_x**2
   var_y = filter2d(y * y, window, padding) - mu_y**2
@@ -59,24 +66,23 @@ def _ssim_and_contrast_structure(x: jax.Array, y: jax.Array, window: np.ndarray,
   return jnp.mean(luminance * contrast_structure), jnp.mean(contrast_structure)
 
 
-def ssim(x: jax.Array, y: jax.Array) -> jax.Array:
+def ssim(x: Features, y: Features) -> jax.Array:
   """SSIM of pytorch-ssim (MambaDFuse's loss_ssim.py), a scalar.
 
   11x11 Gaussian window (sigma 1.5), zero padding 5 ("same" size), C1 = 0.01^2, C2 = 0.03^2
   (dynamic range 1); the SSIM map is averaged over batch, pixels and channels.
-  x, y: (batch, H, W, C).
   """
   return _ssim_and_contrast_structure(x, y, gaussian_window(SSIM_WINDOW), SSIM_WINDOW // 2)[0]
 
 
-def _average_pool_2x2(x: jax.Array) -> jax.Array:
-  """PyTorch avg_pool2d(x, 2) on (batch, H, W, C): odd sizes drop the last row/column."""
+def _average_pool_2x2(x: Features) -> Features:
+  """PyTorch avg_pool2d(x, 2): odd sizes drop the last row/column."""
   batch, height, width, channels = x.shape
   x = x[:, : height // 2 * 2, : width // 2 * 2]
   return x.reshape(batch, height // 2, 2, width // 2, 2, channels).mean(axis=(2, 4))
 
 
-def ms_ssim(x: jax.Array, y: jax.Array) -> jax.Array:
+def ms_ssim(x: Features, y: Features) -> jax.Array:
   """Normalised MS-SSIM of FusionMamba's bundled `pytorch_msssim` (msssim(normalize=True)).
 
   Five scales with 2x2 average pooling between them; per scale an SSIM with a Gaussian window
@@ -85,7 +91,7 @@ def ms_ssim(x: jax.Array, y: jax.Array) -> jax.Array:
   contrast-structure cs_i are mapped v -> (v + 1) / 2, and the result is the code's
   prod_{i<4} cs_i^{w_i} * s_4^{w_4} with w = MS_SSIM_WEIGHTS. A scalar.
 
-  x, y: (batch, H, W, C) with H, W >= 16 (the fifth scale needs one pixel).
+  H, W >= 16 (the fifth scale needs one pixel).
   """
   if min(x.shape[1:3]) < 2 ** (len(MS_SSIM_WEIGHTS) - 1):
     raise ValueError(f"ms_ssim needs images of at least 16x16 pixels, got {x.shape[1:3]}")
@@ -103,12 +109,12 @@ def ms_ssim(x: jax.Array, y: jax.Array) -> jax.Array:
   return jnp.prod(cs_powers[:-1] * ssim_powers[-1])
 
 
-def max_intensity_l1(a: jax.Array, b: jax.Array, fused: jax.Array) -> jax.Array:
-  """mean |fused - max(a, b)|, a scalar; inputs (batch, H, W, C)."""
+def max_intensity_l1(a: Features, b: Features, fused: Features) -> jax.Array:
+  """mean |fused - max(a, b)|, a scalar."""
   return jnp.mean(jnp.abs(fused - jnp.maximum(a, b)))
 
 
-def max_gradient_l1(a: jax.Array, b: jax.Array, fused: jax.Array) -> jax.Array:
+def max_gradient_l1(a: Features, b: Features, fused: Features) -> jax.Array:
   """mean |S(fused) - max(S(a), S(b))| with S = `sobel_gradient`, a scalar (texture loss)."""
   target = jnp.maximum(sobel_gradient(a), sobel_gradient(b))
   return jnp.mean(jnp.abs(sobel_gradient(fused) - target))

@@ -4,10 +4,10 @@ Default definitions reproduce the Python evaluator of Zhaozixiang1228/MMIF-CDDFu
 (``utils/Evaluator.py``), which CDDFuse, EMMA, DDFM and their followers ran;
 ``convention="matlab"`` switches the metrics that Tang's MATLAB toolbox
 (Linfeng-Tang/Evaluation-for-Image-Fusion) defines differently.  FMI, MS_SSIM
-(MEF-MS-SSIM) and Nabf follow the toolbox.  ``shared/docs/metrics.md`` states
+(MEF-MS-SSIM) and Nabf follow the toolbox.  ``docs/metrics.md`` states
 every definition, constant and quirk.
 
-Images are 2-D grey arrays (H, W) on the 0..255 scale; the source images come
+Images are grey images on the 0..255 scale (``fusionjax.shapes.GreyImage``); the sources come
 first, the fused image last: ``evaluate(a, b, f)``.  Everything is computed in
 float64 with NumPy/SciPy, with separable filters and batching over same-size
 images (``evaluate_batch``).

@@ -1,8 +1,9 @@
-"""Public entry points: one function per metric, ``evaluate`` for one triple, ``evaluate_batch`` for many.
+"""Public entry points: one function per metric, ``evaluate`` for one triple, ``evaluate_batch``
+for many.
 
 Argument order is always (a, b, f): the two sources, then the fused image
 (the Python reference calls its metrics as metric(F, A, B); the values are
-the same).  Images are 2-D grey arrays on the 0..255 scale, integer or float.
+the same).  Images are ``fusionjax.shapes.GreyImage``, integer or float.
 """
 
 from __future__ import annotations
@@ -43,13 +44,14 @@ from fusionjax.metrics.structural import (
     ms_ssim_mef_batch,
     ssim_batch,
 )
+from fusionjax.shapes import GreyImage
 
 StackMetric = Callable[[np.ndarray, np.ndarray, np.ndarray, Convention], np.ndarray]
 
 
 @dataclass(frozen=True)
 class _MetricSpec:
-    """How ``evaluate`` computes one key: a function of (N, H, W) stacks a, b, f and the convention."""
+    """How ``evaluate`` computes one key: a function of ``GreyStack``s a, b, f and the convention."""
 
     compute: StackMetric
     min_side: Callable[[Convention], int]
@@ -116,16 +118,16 @@ def _check_sizes(shape: tuple[int, ...], names: Sequence[str], convention: Conve
 def _compute(
     a: np.ndarray, b: np.ndarray, f: np.ndarray, names: Sequence[str], convention: Convention
 ) -> dict[str, np.ndarray]:
-    """Selected metrics of checked (N, H, W) float64 stacks -> {name: (N,)}."""
+    """Selected metrics of checked (batch, H, W) float64 stacks -> {name: (batch,)}."""
     return {name: np.asarray(_METRICS[name].compute(a, b, f, convention), dtype=np.float64) for name in names}
 
 
-def evaluate(a, b, f, *, convention: Convention = "python", metrics: Sequence[str] | None = None) -> dict[str, float]:
+def evaluate(a: GreyImage, b: GreyImage, f: GreyImage, *, convention: Convention = "python", metrics: Sequence[str] | None = None) -> dict[str, float]:
     """All selected metrics of one triple.
 
     Args:
-      a, b: source images (H, W) on 0..255 (e.g. infrared and visible grey).
-      f: fused image (H, W) on 0..255.  EN and MI use round(F) (and round(A),
+      a, b: source images (e.g. infrared and visible grey).
+      f: fused image.  EN and MI use round(F) (and round(A),
         round(B)); the other metrics use the values as given.
       convention: "python" (default) reproduces the CDDFuse evaluator
         (``utils/Evaluator.py``); "matlab" switches AG, MI, MSE, PSNR, SSIM and
@@ -151,7 +153,8 @@ def evaluate(a, b, f, *, convention: Convention = "python", metrics: Sequence[st
 
 
 def _shape_groups(a, b, f) -> list[np.ndarray]:
-    """Indices of the triples, grouped by image shape (the images are checked later, chunk by chunk)."""
+    """Indices of the triples, grouped by image shape (the images are checked later, chunk by
+    chunk)."""
     for images, name in ((a, "a"), (b, "b"), (f, "f")):
         if isinstance(images, np.ndarray) and images.ndim != 3:
             raise ValueError(
@@ -169,7 +172,7 @@ def _shape_groups(a, b, f) -> list[np.ndarray]:
 
 
 def _checked_stacks(a, b, f, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Checks the triples ``indices`` and stacks them into three float64 (n, H, W) arrays."""
+    """Checks the triples ``indices`` and stacks them into three float64 (batch, H, W) arrays."""
     triples = []
     for index in indices:
         try:
@@ -192,8 +195,8 @@ def evaluate_batch(
     """The selected metrics of many triples, vectorised over same-size images.
 
     Args:
-      a, b, f: three equally long sequences of (H, W) images on 0..255, e.g.
-        (N, H, W) arrays or lists; sizes may differ between triples.  Images
+      a, b, f: three equally long sequences of ``GreyImage``, e.g. ``GreyStack`` arrays or
+        lists; sizes may differ between triples.  Images
         are checked and converted to float64 a chunk at a time, so a large
         test set needs no float64 copy of the whole.
       convention, metrics: as :func:`evaluate`.
@@ -206,7 +209,7 @@ def evaluate_batch(
         the wall-clock time; on a loaded machine they gain nothing.  Each
         worker holds one chunk in memory.
     Returns:
-      {key: (N,) float64 array}, entry i belonging to triple i, equal to
+      {key: (batch,) float64 array}, entry i belonging to triple i, equal to
       ``evaluate(a[i], b[i], f[i])``.  Average them yourself (the references
       take the arithmetic mean over a dataset).
     """
@@ -246,7 +249,7 @@ def _one(values: np.ndarray) -> float:
     return float(values[0])
 
 
-def _triple(a, b, f, metric: str, convention: Convention = "python") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _triple(a: GreyImage, b: GreyImage, f: GreyImage, metric: str, convention: Convention = "python") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Checked (1, H, W) float64 stacks of one triple, large enough for ``metric``."""
     a, b, f = as_grey_triple(a, b, f)
     _check_sizes(f.shape, [metric], convention)
@@ -260,56 +263,58 @@ def _single(image, metric: str) -> np.ndarray:
     return image[None]
 
 
-def entropy(f) -> float:
-    """EN in bits: -sum p log2 p over the 256-bin histogram of round(F).  f: (H, W) on 0..255."""
+def entropy(f: GreyImage) -> float:
+    """EN in bits: -sum p log2 p over the 256-bin histogram of round(F)."""
     return _one(entropy_batch(_single(f, "EN")))
 
 
-def standard_deviation(f) -> float:
-    """SD: population standard deviation of F on 0..255.  f: (H, W)."""
+def standard_deviation(f: GreyImage) -> float:
+    """SD: population standard deviation of F on 0..255."""
     return _one(standard_deviation_batch(_single(f, "SD")))
 
 
-def spatial_frequency(f) -> float:
-    """SF = sqrt(mean horizontal squared difference + mean vertical squared difference).  f: (H, W)."""
+def spatial_frequency(f: GreyImage) -> float:
+    """SF = sqrt(mean horizontal squared difference + mean vertical squared difference)."""
     return _one(spatial_frequency_batch(_single(f, "SF")))
 
 
-def average_gradient(f, *, convention: Convention = "python") -> float:
-    """AG: mean of sqrt((gx^2 + gy^2) / 2); "matlab" divides the sum by (H-1)(W-1) instead of H*W.  f: (H, W)."""
+def average_gradient(f: GreyImage, *, convention: Convention = "python") -> float:
+    """AG: mean of sqrt((gx^2 + gy^2) / 2); "matlab" divides the sum by (H-1)(W-1) instead of H*W."""
     convention = check_convention(convention)
     return _one(average_gradient_batch(_single(f, "AG"), convention))
 
 
-def mutual_information(a, b, f, *, convention: Convention = "python") -> float:
-    """MI(F; A) + MI(F; B) of the rounded images: nats ("python") or bits with the 254/255 merge ("matlab")."""
+def mutual_information(a: GreyImage, b: GreyImage, f: GreyImage, *, convention: Convention = "python") -> float:
+    """MI(F; A) + MI(F; B) of the rounded images: nats ("python") or bits with the 254/255 merge
+    ("matlab")."""
     convention = check_convention(convention)
     return _one(mutual_information_batch(*_triple(a, b, f, "MI"), convention))
 
 
-def mean_squared_error(a, b, f, *, convention: Convention = "python") -> float:
+def mean_squared_error(a: GreyImage, b: GreyImage, f: GreyImage, *, convention: Convention = "python") -> float:
     """MSE: [MSE(A, F) + MSE(B, F)] / 2 on the 0..255 ("python") or 0..1 ("matlab") scale."""
     convention = check_convention(convention)
     return _one(mean_squared_error_batch(*_triple(a, b, f, "MSE"), convention))
 
 
-def psnr(a, b, f, *, convention: Convention = "python") -> float:
-    """PSNR in dB: 10 log10(max(F)^2 / MSE) ("python") or 20 log10(255 / sqrt(MSE / 255^2)) ("matlab")."""
+def psnr(a: GreyImage, b: GreyImage, f: GreyImage, *, convention: Convention = "python") -> float:
+    """PSNR in dB: 10 log10(max(F)^2 / MSE) ("python") or 20 log10(255 / sqrt(MSE / 255^2))
+    ("matlab")."""
     convention = check_convention(convention)
     return _one(psnr_batch(*_triple(a, b, f, "PSNR"), convention))
 
 
-def correlation_coefficient(a, b, f) -> float:
+def correlation_coefficient(a: GreyImage, b: GreyImage, f: GreyImage) -> float:
     """CC: [r(A, F) + r(B, F)] / 2, Pearson r."""
     return _one(correlation_coefficient_batch(*_triple(a, b, f, "CC")))
 
 
-def scd(a, b, f) -> float:
+def scd(a: GreyImage, b: GreyImage, f: GreyImage) -> float:
     """SCD: r(F - B, A) + r(F - A, B); NaN when F equals a source."""
     return _one(scd_batch(*_triple(a, b, f, "SCD")))
 
 
-def vif(a, b, f, *, convention: Convention = "python") -> float:
+def vif(a: GreyImage, b: GreyImage, f: GreyImage, *, convention: Convention = "python") -> float:
     """VIF(A -> F) + VIF(B -> F), multi-scale pixel VIF (sigma_n^2 = 2); images at least 41x41.
 
     A NaN per-source ratio (e.g. a constant source) counts as 1.0 under
@@ -319,12 +324,12 @@ def vif(a, b, f, *, convention: Convention = "python") -> float:
     return _one(vif_module.vif_batch(*_triple(a, b, f, "VIF"), convention))
 
 
-def qabf(a, b, f) -> float:
+def qabf(a: GreyImage, b: GreyImage, f: GreyImage) -> float:
     """Qabf, Xydeas-Petrovic edge preservation, with the references' G = gF rule where gS == gF."""
     return _one(qabf_batch(*_triple(a, b, f, "Qabf")))
 
 
-def ssim(a, b, f, *, convention: Convention = "python", reduction: Reduction | None = None) -> float:
+def ssim(a: GreyImage, b: GreyImage, f: GreyImage, *, convention: Convention = "python", reduction: Reduction | None = None) -> float:
     """SSIM(F, A) and SSIM(F, B) combined.
 
     "python": scikit-image defaults as the CDDFuse evaluator got them (7x7 box,
@@ -336,12 +341,13 @@ def ssim(a, b, f, *, convention: Convention = "python", reduction: Reduction | N
     return _one(ssim_batch(*_triple(a, b, f, "SSIM", convention), convention, reduction))
 
 
-def ms_ssim_mef(a, b, f) -> float:
-    """The MATLAB toolbox's "MS_SSIM": 3-scale MEF-SSIM (Ma et al. 2015) of F against A and B; >= 44x44."""
+def ms_ssim_mef(a: GreyImage, b: GreyImage, f: GreyImage) -> float:
+    """The MATLAB toolbox's "MS_SSIM": 3-scale MEF-SSIM (Ma et al. 2015) of F against A and B;
+    images at least 44x44."""
     return _one(ms_ssim_mef_batch(*_triple(a, b, f, "MS_SSIM")))
 
 
-def nabf(a, b, f, *, legacy_tang_argorder: bool = False) -> float:
+def nabf(a: GreyImage, b: GreyImage, f: GreyImage, *, legacy_tang_argorder: bool = False) -> float:
     """Nabf fusion artefacts (Shreyamsha Kumar), as the toolbox computes it.
 
     ``legacy_tang_argorder=True`` reproduces the toolbox at HEAD, which passes
@@ -350,10 +356,10 @@ def nabf(a, b, f, *, legacy_tang_argorder: bool = False) -> float:
     return _one(nabf_batch(*_triple(a, b, f, "Nabf"), legacy_tang_argorder))
 
 
-def fmi(a, b, f, *, feature: str = "pixel", window: int = 3) -> float:
+def fmi(a: GreyImage, b: GreyImage, f: GreyImage, *, feature: str = "pixel", window: int = 3) -> float:
     """FMI (Haghighat & Razian's fast-FMI) as the MATLAB toolbox's ``analysis_fmi`` computes it.
 
-    a, b, f: (H, W) on 0..255.  feature: "pixel" (the toolbox's 'none'),
+    feature: "pixel" (the toolbox's 'none'),
     "dct" or "gradient"; window: odd side of the sliding window (toolbox
     default 3).  Definition and quirks: :mod:`fusionjax.metrics.feature_mutual_information`.
     Costs 1.5-3 s per 480x640 triple on a 2-core CPU.

@@ -1,4 +1,5 @@
-"""FMI: feature mutual information (Haghighat & Razian's "fast-FMI"), as the MATLAB toolbox computes it.
+"""FMI: feature mutual information (Haghighat & Razian's "fast-FMI"), as the MATLAB toolbox
+computes it.
 
 Every w x w window fully inside the feature maps is scored for each pair
 (A, F) and (B, F):

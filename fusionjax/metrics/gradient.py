@@ -1,7 +1,7 @@
 """Gradient metrics: SF, AG, Qabf (Xydeas-Petrovic) and Nabf (Shreyamsha Kumar).
 
-Every function takes float64 stacks of shape (N, H, W) on the 0..255 scale and
-returns one value per image, shape (N,).
+Every function takes ``fusionjax.shapes.GreyStack``s (float64) and returns one value per
+image, shape (batch,).
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from fusionjax.metrics.inputs import Convention
+from fusionjax.shapes import GreyStack
 
 _AXES = (-2, -1)
 
@@ -24,7 +25,7 @@ _NABF_NRG, _NABF_KG, _NABF_SIGMAG = 0.9999, 19.0, 0.5
 _NABF_NRA, _NABF_KA, _NABF_SIGMAA = 0.9995, 22.0, 0.5
 
 
-def spatial_frequency_batch(f: np.ndarray) -> np.ndarray:
+def spatial_frequency_batch(f: GreyStack) -> np.ndarray:
     """SF = sqrt(RF^2 + CF^2).
 
     RF^2 is the mean squared horizontal neighbour difference (H x (W-1) terms),
@@ -35,7 +36,7 @@ def spatial_frequency_batch(f: np.ndarray) -> np.ndarray:
     return np.sqrt(row_frequency + column_frequency)
 
 
-def average_gradient_batch(f: np.ndarray, convention: Convention = "python") -> np.ndarray:
+def average_gradient_batch(f: GreyStack, convention: Convention = "python") -> np.ndarray:
     """AG: sum of sqrt((gx^2 + gy^2) / 2) divided by H*W ("python") or (H-1)(W-1) ("matlab").
 
     gx, gy follow the ``gradient`` rule: central differences (x[i+1] - x[i-1]) / 2
@@ -97,7 +98,7 @@ def _qabf_preservation(g_source, a_source, g_fused, a_fused) -> np.ndarray:
     return strength_term * orientation_term
 
 
-def qabf_batch(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> np.ndarray:
+def qabf_batch(a: GreyStack, b: GreyStack, f: GreyStack) -> np.ndarray:
     """Qabf = sum(Q_AF gA + Q_BF gB) / sum(gA + gB).
 
     Sigmoid constants Tg = 0.9994, kg = -15, Dg = 0.5, Ta = 0.9879, ka = -22,
@@ -143,7 +144,7 @@ def _nabf_preservation(g_source, a_source, g_fused, a_fused) -> np.ndarray:
     return np.sqrt(strength_term * orientation_term)
 
 
-def nabf_batch(a: np.ndarray, b: np.ndarray, f: np.ndarray, legacy_tang_argorder: bool = False) -> np.ndarray:
+def nabf_batch(a: GreyStack, b: GreyStack, f: GreyStack, legacy_tang_argorder: bool = False) -> np.ndarray:
     """Nabf, Shreyamsha Kumar's fusion-artefact measure, as the MATLAB toolbox computes it.
 
     Nabf = sum n [(1 - Q_AF) w_A + (1 - Q_BF) w_B] / sum (w_A + w_B), where

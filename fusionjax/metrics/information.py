@@ -12,12 +12,13 @@ from __future__ import annotations
 import numpy as np
 
 from fusionjax.metrics.inputs import Convention, quantise
+from fusionjax.shapes import GreyStack
 
 GREY_LEVELS = 256
 
 
 def _histograms(levels: np.ndarray) -> np.ndarray:
-    """Per-image counts of each grey level: (N, H, W) int -> (N, 256) float64."""
+    """Per-image counts of each grey level: (batch, H, W) int -> (batch, 256) float64."""
     offsets = np.arange(levels.shape[0])[:, None] * GREY_LEVELS
     flat = (levels.reshape(levels.shape[0], -1) + offsets).ravel()
     counts = np.bincount(flat, minlength=levels.shape[0] * GREY_LEVELS)
@@ -25,7 +26,8 @@ def _histograms(levels: np.ndarray) -> np.ndarray:
 
 
 def _joint_histograms(first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    """Per-image joint counts: two (N, H, W) int stacks -> (N, 256, 256) float64, [first, second]."""
+    """Per-image joint counts: two (batch, H, W) int stacks -> (batch, 256, 256) float64,
+    [first, second]."""
     count = first.shape[0]
     cells = GREY_LEVELS * GREY_LEVELS
     offsets = np.arange(count)[:, None] * cells
@@ -35,15 +37,15 @@ def _joint_histograms(first: np.ndarray, second: np.ndarray) -> np.ndarray:
 
 
 def _entropy_of_counts(counts: np.ndarray, log) -> np.ndarray:
-    """-sum p log p over the non-empty bins; counts (N, ...) -> (N,)."""
+    """-sum p log p over the non-empty bins; counts (batch, ...) -> (batch,)."""
     flat = counts.reshape(counts.shape[0], -1)
     probabilities = flat / flat.sum(axis=1, keepdims=True)
     safe = np.where(probabilities > 0, probabilities, 1.0)
     return -(probabilities * log(safe)).sum(axis=1)
 
 
-def entropy_batch(f: np.ndarray) -> np.ndarray:
-    """EN in bits of each image in a (N, H, W) stack on 0..255 -> (N,).
+def entropy_batch(f: GreyStack) -> np.ndarray:
+    """EN in bits of each image of a ``GreyStack`` -> (batch,).
 
     -sum p log2 p over the 256-bin histogram of round(F); identical in both
     reference code bases.
@@ -80,9 +82,9 @@ def _mutual_information_matlab_bits(fused: np.ndarray, source: np.ndarray) -> np
 
 
 def mutual_information_batch(
-    a: np.ndarray, b: np.ndarray, f: np.ndarray, convention: Convention = "python"
+    a: GreyStack, b: GreyStack, f: GreyStack, convention: Convention = "python"
 ) -> np.ndarray:
-    """MI(F; A) + MI(F; B) for (N, H, W) stacks on 0..255 -> (N,).
+    """MI(F; A) + MI(F; B) for ``GreyStack``s -> (batch,).
 
     convention="python": ``sklearn.metrics.mutual_info_score`` of the rounded
       images, i.e. the plug-in MI of the 256x256 joint histogram in **nats**,

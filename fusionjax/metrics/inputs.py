@@ -13,6 +13,8 @@ from typing import Literal
 
 import numpy as np
 
+from fusionjax.shapes import GreyImage
+
 Convention = Literal["python", "matlab"]
 CONVENTIONS: tuple[str, ...] = ("python", "matlab")
 
@@ -48,7 +50,7 @@ def _check_values(array: np.ndarray, name: str) -> np.ndarray:
     return values
 
 
-def as_grey_image(image, name: str) -> np.ndarray:
+def as_grey_image(image, name: str) -> GreyImage:
     """Checks one grey image and returns it as a float64 array of shape (H, W).
 
     Args:
@@ -118,19 +120,19 @@ def _fused_multiply_add_f32(x: np.ndarray, y: np.float32, z: np.ndarray) -> np.n
 
     The float32 product is exact in float64; the float64 sum can round before
     the final float32 rounding, which never changed a grey level on the
-    shared data (checked against OpenCV on all of its images).
+    datasets of ``docs/data.md`` (checked against OpenCV on all of their images).
     """
     return (x.astype(np.float64) * np.float64(y) + z.astype(np.float64)).astype(np.float32)
 
 
-def rgb_to_grey(rgb) -> np.ndarray:
+def rgb_to_grey(rgb) -> GreyImage:
     """Converts an RGB image (H, W, 3) on 0..255 to rounded grey levels (H, W), float32.
 
     Reproduces the reference pipeline's reading step: the image as float32,
     OpenCV's ``COLOR_BGR2GRAY`` rule Y = 0.299 R + 0.587 G + 0.114 B in float32,
     then ``np.round``.  OpenCV evaluates it with fused multiply-adds,
     fma(R, 0.299, fma(B, 0.114, G * 0.587)); that order reproduces OpenCV 5.0's
-    output bit for bit on every image of ``shared/data``, whereas a plain
+    output bit for bit on every image of ``docs/data.md``'s datasets, whereas a plain
     float32 sum differs by one grey level on a few pixels.  A 2-D input is
     returned unchanged (as float32).  Note the channel order: this takes RGB
     (as Pillow gives it), not BGR.

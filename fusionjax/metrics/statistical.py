@@ -1,7 +1,7 @@
 """Global intensity statistics: SD, MSE, PSNR, CC and SCD.
 
-Every function takes float64 stacks of shape (N, H, W) on the 0..255 scale and
-returns one value per image, shape (N,).
+Every function takes ``fusionjax.shapes.GreyStack``s (float64) and returns one value per
+image, shape (batch,).
 """
 
 from __future__ import annotations
@@ -9,17 +9,18 @@ from __future__ import annotations
 import numpy as np
 
 from fusionjax.metrics.inputs import GREY_MAX, Convention
+from fusionjax.shapes import GreyStack
 
 _AXES = (-2, -1)
 
 
-def standard_deviation_batch(f: np.ndarray) -> np.ndarray:
+def standard_deviation_batch(f: GreyStack) -> np.ndarray:
     """SD: population standard deviation of F (divide by H*W), 0..255 scale."""
     return f.std(axis=_AXES)
 
 
 def mean_squared_error_batch(
-    a: np.ndarray, b: np.ndarray, f: np.ndarray, convention: Convention = "python"
+    a: GreyStack, b: GreyStack, f: GreyStack, convention: Convention = "python"
 ) -> np.ndarray:
     """MSE: [mean((A - F)^2) + mean((B - F)^2)] / 2.
 
@@ -32,7 +33,7 @@ def mean_squared_error_batch(
     return mse
 
 
-def psnr_batch(a: np.ndarray, b: np.ndarray, f: np.ndarray, convention: Convention = "python") -> np.ndarray:
+def psnr_batch(a: GreyStack, b: GreyStack, f: GreyStack, convention: Convention = "python") -> np.ndarray:
     """PSNR in dB from the python-convention MSE (0..255 scale).
 
     convention="python": 10 log10(max(F)^2 / MSE) -- the peak is max(F), not 255.
@@ -58,12 +59,12 @@ def _pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return numerator / denominator
 
 
-def correlation_coefficient_batch(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> np.ndarray:
+def correlation_coefficient_batch(a: GreyStack, b: GreyStack, f: GreyStack) -> np.ndarray:
     """CC: [r(A, F) + r(B, F)] / 2 with Pearson r; NaN if an image is constant."""
     return (_pearson(a, f) + _pearson(b, f)) / 2.0
 
 
-def scd_batch(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> np.ndarray:
+def scd_batch(a: GreyStack, b: GreyStack, f: GreyStack) -> np.ndarray:
     """SCD (Aslantas & Bendes 2015): r(F - B, A) + r(F - A, B).
 
     NaN when F equals a source (the difference image is constant), as in both

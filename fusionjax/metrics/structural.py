@@ -1,7 +1,7 @@
 """Structural similarity metrics: SSIM (both conventions) and the toolbox's "MS_SSIM" (MEF-MS-SSIM).
 
-Every function takes float64 stacks of shape (N, H, W) on the 0..255 scale and
-returns one value per image, shape (N,).  Variances use one-pass E[x^2] - mu^2
+Every function takes ``fusionjax.shapes.GreyStack``s (float64) and returns one value per
+image, shape (batch,).  Variances use one-pass E[x^2] - mu^2
 formulas as the references do, in float64.
 """
 
@@ -13,6 +13,7 @@ import numpy as np
 
 from fusionjax.metrics.inputs import GREY_MAX, Convention
 from fusionjax.metrics.windows import box_valid, filter_same, filter_valid, gaussian_taps
+from fusionjax.shapes import GreyStack
 
 Reduction = Literal["sum", "mean"]
 
@@ -42,7 +43,7 @@ _MEF_FLAT_TOLERANCE = 1e-10
 
 
 def _reduce(per_source: np.ndarray, reduction: Reduction) -> np.ndarray:
-    """Combines (2, N) per-source values into (N,) by "sum" or "mean"."""
+    """Combines (2, batch) per-source values into (batch,) by "sum" or "mean"."""
     if reduction == "sum":
         return per_source.sum(axis=0)
     if reduction == "mean":
@@ -51,9 +52,9 @@ def _reduce(per_source: np.ndarray, reduction: Reduction) -> np.ndarray:
 
 
 def _moment_stack(sources: np.ndarray, f: np.ndarray) -> np.ndarray:
-    """Stack of the images whose local means SSIM needs: (3K + 2, N, H, W).
+    """Stack of the images whose local means SSIM needs: (3 sources + 2, batch, H, W).
 
-    Layout: sources (K), F, sources^2 (K), F^2, sources * F (K).
+    Layout: sources, F, sources^2, F^2, sources * F.
     """
     count = sources.shape[0]
     stack = np.empty((3 * count + 2,) + f.shape)
@@ -66,14 +67,15 @@ def _moment_stack(sources: np.ndarray, f: np.ndarray) -> np.ndarray:
 
 
 def _mean_ssim(means: np.ndarray, count: int, c1: float, c2: float, covariance_scale: float) -> np.ndarray:
-    """Mean over the map of ((2 mu_s mu_f + C1)(2 cov + C2)) / ((mu_s^2 + mu_f^2 + C1)(var_s + var_f + C2)).
+    """Mean over the map of
+    ((2 mu_s mu_f + C1)(2 cov + C2)) / ((mu_s^2 + mu_f^2 + C1)(var_s + var_f + C2)).
 
     Args:
-      means: local means laid out as :func:`_moment_stack`, (3K + 2, N, h, w);
+      means: local means laid out as :func:`_moment_stack`, (3 sources + 2, batch, h, w);
         overwritten.
       covariance_scale: factor on the (co)variances (49/48 for sample statistics).
     Returns:
-      (K, N).
+      (sources, batch).
     """
     mu_s, mu_f = means[:count], means[count]
     mu_sf = mu_s * mu_f
@@ -100,7 +102,9 @@ def _mean_ssim(means: np.ndarray, count: int, c1: float, c2: float, covariance_s
 
 
 def ssim_python_per_source(sources: np.ndarray, f: np.ndarray) -> np.ndarray:
-    """SSIM(F, S) as the Python evaluator gets it from scikit-image, per source: (K, N, H, W) -> (K, N).
+    """SSIM(F, S) as the Python evaluator gets it from scikit-image, per source.
+
+    (sources, batch, H, W) and (batch, H, W) -> (sources, batch).
 
     7x7 uniform window, sample covariances (x 49/48), K1 = 0.01, K2 = 0.03,
     data_range = 2 (so C1 = 4e-4, C2 = 3.6e-3 on 0..255 data), the map averaged
@@ -116,7 +120,9 @@ def ssim_python_per_source(sources: np.ndarray, f: np.ndarray) -> np.ndarray:
 
 
 def ssim_matlab_per_source(sources: np.ndarray, f: np.ndarray) -> np.ndarray:
-    """SSIM(F, S) as MATLAB's ``ssim`` gets it on 0..255 doubles, per source: (K, N, H, W) -> (K, N).
+    """SSIM(F, S) as MATLAB's ``ssim`` gets it on 0..255 doubles, per source.
+
+    (sources, batch, H, W) and (batch, H, W) -> (sources, batch).
 
     11x11 Gaussian (sigma 1.5, fspecial), replicate padding, 'same'-size map
     averaged over all pixels, population statistics, C1 = (0.01 L)^2,
@@ -131,9 +137,10 @@ def ssim_matlab_per_source(sources: np.ndarray, f: np.ndarray) -> np.ndarray:
 
 
 def ssim_batch(
-    a: np.ndarray, b: np.ndarray, f: np.ndarray, convention: Convention = "python", reduction: Reduction | None = None
+    a: GreyStack, b: GreyStack, f: GreyStack, convention: Convention = "python",
+    reduction: Reduction | None = None,
 ) -> np.ndarray:
-    """SSIM(F, A) and SSIM(F, B) combined; (N, H, W) stacks -> (N,).
+    """SSIM(F, A) and SSIM(F, B) combined; ``GreyStack``s -> (batch,).
 
     convention="python" (default reduction "sum", range [-2, 2]) is the CDDFuse
     evaluator; convention="matlab" (default reduction "mean") is Tang's toolbox.
@@ -147,7 +154,9 @@ def ssim_batch(
 
 
 def _mef_ssim_scale(sources: np.ndarray, f: np.ndarray) -> np.ndarray:
-    """One scale of MEF-SSIM (toolbox ``mef_ssim.m``): (K, N, H, W), (N, H, W) -> (N,).
+    """One scale of MEF-SSIM (toolbox ``mef_ssim.m``).
+
+    (sources, batch, H, W) and (batch, H, W) -> (batch,).
 
     Per 11x11 window ('valid'): contrast c_k = ||x_k - mu_k|| + 0.001 (box
     statistics); consistency R = ||sum_k x_k - mean|| / sum_k ||x_k - mu_k||,
@@ -219,8 +228,8 @@ def _downsample_mean2(images: np.ndarray) -> np.ndarray:
     return (rows[..., 0:width:2] + rows[..., 1 : width + 1 : 2]) / 4.0
 
 
-def ms_ssim_mef_batch(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> np.ndarray:
-    """The toolbox's "MS_SSIM": 3-scale MEF-SSIM of F against the sources; (N, H, W) stacks -> (N,).
+def ms_ssim_mef_batch(a: GreyStack, b: GreyStack, f: GreyStack) -> np.ndarray:
+    """The toolbox's "MS_SSIM": 3-scale MEF-SSIM of F against the sources; ``GreyStack``s -> (batch,).
 
     Product over scales of Q_l^{w_l}, w = (0.0448, 0.2856, 0.3001) / sum;
     between scales every image is 2x2 block-averaged and decimated.  This is

@@ -1,4 +1,5 @@
-"""VIF as the fusion papers use it: Sheikh-Bovik multi-scale pixel-domain VIF, summed over the sources.
+"""VIF as the fusion papers use it: Sheikh-Bovik multi-scale pixel-domain VIF, summed over the
+sources.
 
 Both reference code bases compute ``vifp_mscale(S, F)`` (reference = a source,
 distorted = the fused image) and report VIF(A -> F) + VIF(B -> F).  It is not
@@ -12,6 +13,7 @@ from scipy import ndimage
 
 from fusionjax.metrics.inputs import Convention
 from fusionjax.metrics.windows import filter_valid, gaussian_taps
+from fusionjax.shapes import GreyStack
 
 NOISE_VARIANCE = 2.0  # sigma_n^2; ties the metric to 0..255 data
 _EPS = 1e-10
@@ -73,7 +75,10 @@ def _smooth_and_decimate(images: np.ndarray, taps: np.ndarray) -> np.ndarray:
 
 
 def _scale_information(images: np.ndarray, taps: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """Information sums of one scale over its 'valid' windows; images (K + 1, N, h, w), F last -> (K, N) each."""
+    """Information sums of one scale over its 'valid' windows.
+
+    images: (sources + 1, batch, h, w), F last. Returns (sources, batch) each.
+    """
     refs, dist = images[:count], images[count]
     # Layout: refs, F, refs^2, F^2, refs * F -- filtered in one call.
     products = np.empty((3 * count + 2,) + images.shape[1:])
@@ -90,23 +95,23 @@ def _scale_information(images: np.ndarray, taps: np.ndarray, count: int) -> tupl
     )
 
 
-def vif_per_source_batch(sources: np.ndarray, f: np.ndarray, convention: Convention = "python") -> np.ndarray:
+def vif_per_source_batch(sources: np.ndarray, f: GreyStack, convention: Convention = "python") -> np.ndarray:
     """vifp_mscale(S_k -> F) for each source of each image.
 
     Args:
-      sources: (K, N, H, W) float64 reference images on 0..255.
-      f: (N, H, W) float64 fused (distorted) images on 0..255.
+      sources: (sources, batch, H, W) float64 reference images on 0..255.
+      f: fused (distorted) images, a ``GreyStack``.
       convention: "python" returns 1.0 where the ratio is NaN (0/0, e.g. a
         constant source); "matlab" keeps the NaN.
     Returns:
-      (K, N) float64.
+      (sources, batch) float64.
 
     At scale s > 1 every image is first filtered 'valid' with that scale's
     window and decimated by 2; the local means and one-pass variances of each
     scale use that window 'valid' as well.
     """
     count = sources.shape[0]
-    images = np.concatenate([sources, f[None]])  # (K + 1, N, H, W): references, then F
+    images = np.concatenate([sources, f[None]])  # (sources + 1, batch, H, W): references, then F
     numerator = np.zeros(sources.shape[:2])
     denominator = np.zeros(sources.shape[:2])
     for scale in range(1, SCALES + 1):
@@ -123,8 +128,8 @@ def vif_per_source_batch(sources: np.ndarray, f: np.ndarray, convention: Convent
     return ratio
 
 
-def vif_batch(a: np.ndarray, b: np.ndarray, f: np.ndarray, convention: Convention = "python") -> np.ndarray:
-    """VIF(A -> F) + VIF(B -> F) for (N, H, W) stacks on 0..255 -> (N,).
+def vif_batch(a: GreyStack, b: GreyStack, f: GreyStack, convention: Convention = "python") -> np.ndarray:
+    """VIF(A -> F) + VIF(B -> F) for ``GreyStack``s -> (batch,).
 
     sigma_n^2 = 2; four scales with Gaussian windows 17, 9, 5, 3 (sigma = N/5).
     Images must be at least 41x41.

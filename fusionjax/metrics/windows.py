@@ -15,7 +15,8 @@ from scipy import ndimage
 
 
 def gaussian_taps(size: int, sigma: float) -> np.ndarray:
-    """1-D taps g (size,) with ``np.outer(g, g)`` equal to MATLAB's ``fspecial('gaussian', size, sigma)``.
+    """1-D taps g (size,) with ``np.outer(g, g)`` equal to MATLAB's
+    ``fspecial('gaussian', size, sigma)``.
 
     fspecial normalises exp(-(x^2 + y^2) / (2 sigma^2)) on the size x size grid
     to sum 1 and zeroes entries below eps * max.  That kernel is the outer

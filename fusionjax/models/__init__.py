@@ -1,13 +1,18 @@
-"""Fusion models: one module per model, each registered by name.
+"""Fusion models: one module per paper, each described by one `registry.Family` record.
 
     model = build("mambadfuse", rngs=nnx.Rngs(0))    # NNX module
     params = init(0, "mambadfuse_tiny")              # functional face
     fused = apply(params, a, b)
+
+The papers' families are registered here, the one place that names them; everything else asks
+the registry (`registry.get(name)`, `registry.for_model(model)`).
 """
 
-# Importing a model module registers its variants ("<name>", "<name>_tiny", ...).
-from fusionjax.models import fusionmamba, mambadfuse, s4fusion  # noqa: F401
-from fusionjax.models.functional import Params, apply, build, init, resolve_config
+from fusionjax.models import fusionmamba, mambadfuse, registry, s4fusion
+from fusionjax.models.functional import Params, apply, build, family_of, init, resolve_config
 from fusionjax.models.registry import names
 
-__all__ = ["Params", "apply", "build", "init", "names", "resolve_config"]
+for _family in (mambadfuse.FAMILY, fusionmamba.FAMILY, s4fusion.FAMILY):
+  registry.register(_family)
+
+__all__ = ["Params", "apply", "build", "family_of", "init", "names", "resolve_config"]

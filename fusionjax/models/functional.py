@@ -1,7 +1,7 @@
 """A pure functional face of the models, for notebooks and jax transformations.
 
     params = init(rng, "mambadfuse_tiny")            # or a Config, or a ConfigDict with `name`
-    fused = apply(params, a, b)                      # a, b (batch, H, W, 1) in [0, 1]
+    fused = apply(params, a, b)                      # a, b, fused: `fusionjax.shapes.Planes`
     grads = jax.grad(lambda p: loss(apply(p, a, b)))(params)
 
 `Params` is a pytree: the model's nnx.State is its only child (the arrays), its nnx.GraphDef (the
@@ -18,6 +18,7 @@ import numpy as np
 from flax import nnx
 
 from fusionjax.models import registry
+from fusionjax.shapes import Planes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,18 +43,19 @@ def resolve_config(config) -> tuple[type, Any]:
   if isinstance(config, str):
     return registry.lookup(config)[1], registry.make_config(config)
   if dataclasses.is_dataclass(config) and not isinstance(config, type):
-    for name in registry.names():
-      config_cls, model_cls = registry.lookup(name)
-      if type(config) is config_cls:  # pylint: disable=unidiomatic-typecheck
-        return model_cls, config
-    raise TypeError(f"{type(config).__qualname__} is not the Config of a registered model "
-                    f"({registry.names()})")
+    return registry.for_config(config)[1].model, config
   fields = dict(config.to_dict() if hasattr(config, "to_dict") else config)
   if "name" not in fields:
     raise ValueError(f"a model config mapping needs a `name` field; got fields {sorted(fields)}")
   name = fields.pop("name")
   overrides = {field: value for field, value in fields.items() if value is not None}
   return registry.lookup(name)[1], registry.make_config(name, **overrides)
+
+
+def family_of(config) -> registry.Family:
+  """The family of a model config (anything `build` takes)."""
+  model_cls, _ = resolve_config(config)
+  return registry.for_model(model_cls)
 
 
 def build(name_or_config, *, rngs: nnx.Rngs) -> nnx.Module:
@@ -74,9 +76,9 @@ def init(rng, config) -> Params:
 
 
 def check_inputs(a, b) -> None:
-  """Raises ValueError unless a and b are (batch, H, W, 1) arrays of one shape with finite
-  values. Shapes are checked under jit and grad too; values only where they are concrete
-  (not while tracing), since a traced value cannot be inspected."""
+  """Raises ValueError unless a and b are `Planes` of one shape with finite values. Shapes are
+  checked under jit and grad too; values only where they are concrete (not while tracing),
+  since a traced value cannot be inspected."""
   for name, image in (("a", a), ("b", b)):
     if np.ndim(image) != 4 or np.shape(image)[-1] != 1:
       raise ValueError(f"{name} must be (batch, H, W, 1) grey planes; got shape "
@@ -90,11 +92,11 @@ def check_inputs(a, b) -> None:
                        "NaN (the scans mix the whole image)")
 
 
-def apply(params: Params, a: jax.Array, b: jax.Array) -> jax.Array:
-  """Fuses a and b, (batch, H, W, 1) in [0, 1], into (batch, H, W, 1) (the model's __call__).
+def apply(params: Params, a: Planes, b: Planes) -> Planes:
+  """Fuses the planes a and b (the model's __call__).
 
   Raises:
-    ValueError: the inputs are not (batch, H, W, 1) of one shape, or (when not traced) hold
+    ValueError: the inputs are not `Planes` of one shape, or (when not traced) hold
       NaN or infinite values (`check_inputs`).
   """
   check_inputs(a, b)

@@ -1,6 +1,6 @@
 """FusionMamba (Xie et al., Visual Intelligence 2024; code millieXie/FusionMamba), as its code does.
 
-architectures.md section 2. Not PSRben/FusionMamba (pansharpening). Inputs (batch, H, W, 1) in
+docs/architectures.md section 2. Not PSRben/FusionMamba (pansharpening). Inputs (batch, H, W, 1) in
 [0, 1]: `a` = visible gray / MRI, `b` = infrared / CT / PET / SPECT (the official model(vis, ir)).
 
 1. separate patch embeddings (conv 4x4 stride 4 -> LN);
@@ -18,7 +18,7 @@ multiple of 32 and crop: native resolution, our option).
 """
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Literal
 
 import jax
@@ -28,10 +28,13 @@ from flax import nnx
 
 from fusionjax.kernels import IMPLS
 from fusionjax.convert import mapping as torch_mapping
+from fusionjax import color
+from fusionjax.losses import fusionmamba as fusionmamba_loss
 from fusionjax.models import registry
+from fusionjax.shapes import Planes
 from fusionjax.layers.cmfm import CMFM
 from fusionjax.layers.patches import PatchEmbed, PatchExpand, PatchMerging
-from fusionjax.layers.torch_layers import conv
+from fusionjax.layers.torch_init import conv
 from fusionjax.layers.vss import DecoderStage, DVSSBlock, EncoderStage
 
 PATCH_SIZE = 4
@@ -51,13 +54,14 @@ class Config:
     drop_path_rate: stochastic depth, linear 0 -> rate over the encoder blocks and reversed over
       the decoder blocks (active in `model.train()` mode only).
     input_residual_scale: out = head + scale * (a + b); 2 at the official HEAD (released
-      weights), 1 before 2024-10-15 (architectures.md 2.10 #9).
+      weights), 1 before 2024-10-15 (docs/architectures.md 2.10 #9).
     second_gate_from_first: reproduce the official Cross SS2D's second gate SiLU(SiLU(z1))
       (True, for its checkpoints) instead of SiLU(z2).
     input_fit: how `__call__` fits any H x W to the network: "resize" (official test) or "pad".
     resize_to: the square size of "resize" mode (official 256).
     scan_impl: selective-scan implementation (`fusionjax.kernels.IMPLS`); outputs do not
-      depend on it.
+      depend on it. Switch a built model with
+      `model.set_attributes(scan_impl="chunked", raise_if_not_found=False)`.
   """
   embed_dim: int = 96
   depths: tuple[int, ...] = (2, 2, 9, 2)
@@ -120,9 +124,6 @@ def _drop_path_rates(rate: float, depths, *, reverse: bool) -> list[list[float]]
   return [rates[start:stop] for start, stop in zip(bounds[:-1], bounds[1:])]
 
 
-@registry.register("fusionmamba_tiny", TinyConfig)
-@registry.register("fusionmamba_ct_mri", CtMriConfig)
-@registry.register("fusionmamba", Config)
 class FusionMamba(nnx.Module):
   """FusionMamba: `__call__(a, b)`, each (batch, H, W, 1) -> fused (batch, H, W, 1), any H, W."""
 
@@ -131,7 +132,7 @@ class FusionMamba(nnx.Module):
     dims = config.dims
     dvss = lambda dim, rate: DVSSBlock(
         dim, d_state=config.d_state, expand=2, mlp_ratio=config.mlp_ratio, drop_path_rate=rate,
-        scan_impl=config.scan_impl, rngs=rngs)
+        rngs=rngs)
     embed = lambda: PatchEmbed(1, dims[0], kernel_size=PATCH_SIZE, stride=PATCH_SIZE, rngs=rngs)
     self.embed_a, self.embed_b = embed(), embed()
     encoder_rates = _drop_path_rates(config.drop_path_rate, config.depths, reverse=False)
@@ -141,7 +142,7 @@ class FusionMamba(nnx.Module):
         for level, (dim, rates) in enumerate(zip(dims, encoder_rates))])
     self.fusion = nnx.List([
         CMFM(dim, d_state=config.d_state, second_gate_from_first=config.second_gate_from_first,
-             scan_impl=config.scan_impl, rngs=rngs) for dim in dims])
+             rngs=rngs) for dim in dims])
     decoder_rates = _drop_path_rates(config.drop_path_rate, config.decoder_depths, reverse=True)
     self.decoder = nnx.List([
         DecoderStage(PatchExpand(2 * dim, dim, scale=2, rngs=rngs) if stage else None,
@@ -149,6 +150,7 @@ class FusionMamba(nnx.Module):
         for stage, (dim, rates) in enumerate(zip(dims[::-1], decoder_rates))])
     self.head_expand = PatchExpand(dims[0], dims[0] // HEAD_SCALE, scale=HEAD_SCALE, rngs=rngs)
     self.head_conv = conv(dims[0] // HEAD_SCALE, 1, 1, rngs=rngs)
+    self.set_attributes(scan_impl=config.scan_impl, raise_if_not_found=False)
 
   def encode(self, x):
     """Embedded (batch, h, w, C) -> encoder output and the per-level input skips."""
@@ -165,7 +167,7 @@ class FusionMamba(nnx.Module):
       x = stage(x + skip)
     return x
 
-  def network(self, a, b):
+  def network(self, a: Planes, b: Planes) -> Planes:
     """The official forward: (batch, H, W, 1) twice, H and W multiples of 32 -> raw output."""
     multiple = self.config.size_multiple
     if a.shape[1] % multiple or a.shape[2] % multiple:
@@ -178,8 +180,8 @@ class FusionMamba(nnx.Module):
     head = self.head_conv(self.head_expand(x))
     return head + self.config.input_residual_scale * (a + b)
 
-  def __call__(self, a, b):
-    """(batch, H, W, 1) twice in [0, 1] -> raw fused (batch, H, W, 1); not clamped."""
+  def __call__(self, a: Planes, b: Planes) -> Planes:
+    """The raw fused planes, not clamped, of any H x W (fitted by `config.input_fit`)."""
     shape = a.shape
     if self.config.input_fit == "pad":
       multiple = self.config.size_multiple
@@ -259,15 +261,15 @@ def torch_param_map(config: Config) -> torch_mapping.ParamMap:
   return entries
 
 
-def frozen_mask_names(config: Config) -> list[str]:
-  """The official LDC `base_mask` tensors (one per LDC): frozen all-ones, not stored here."""
-  return [name.replace(".learnable_mask", ".base_mask")
-          for name, _ in torch_param_map(config).values() if name.endswith(".learnable_mask")]
+def _all_ones(array: np.ndarray) -> bool:
+  return bool(np.all(array == 1))
 
 
-def torch_names(config: Config) -> list[str]:
-  """Every tensor name of the official `VSSM_Fusion` state_dict for `config`."""
-  return [name for name, _ in torch_param_map(config).values()] + frozen_mask_names(config)
+def frozen_masks(config: Config) -> dict[str, Callable[[np.ndarray], bool]]:
+  """The official LDC `base_mask` tensors (one per LDC), each with its check: frozen all-ones
+  constants in the official code too, not stored here."""
+  return {name.replace(".learnable_mask", ".base_mask"): _all_ones
+          for name, _ in torch_param_map(config).values() if name.endswith(".learnable_mask")}
 
 
 def torch_config(state_dict: Mapping[str, np.ndarray]) -> dict:
@@ -283,16 +285,31 @@ def torch_config(state_dict: Mapping[str, np.ndarray]) -> dict:
   return fields
 
 
-def torch_to_params(state_dict: Mapping[str, np.ndarray], model: FusionMamba) -> None:
-  """Loads an official FusionMamba state_dict (e.g. the released model.pth) into `model`.
+def official_grey(image_a, image_b):
+  """FusionMamba's test.py reading: ``cv2.imread(path, cv2.IMREAD_GRAYSCALE)`` of both."""
+  return color.opencv_grey(image_a), color.opencv_grey(image_b)
 
-  The frozen LDC `base_mask` tensors must be all ones (they are constants in the official code
-  too) and are not stored.
 
-  Args:
-    state_dict: PyTorch name -> array.
-    model: a `FusionMamba` whose config matches the checkpoint; updated in place.
-  """
-  ones = lambda array: bool(np.all(array == 1))
-  torch_mapping.load_mapped(model, state_dict, torch_param_map(model.config),
-                            ignored={name: ones for name in frozen_mask_names(model.config)})
+def sampling_grid(config: Config) -> registry.SamplingGrid:
+  """In "pad" mode the network mirror-pads bottom/right to its patch grid itself, so padding
+  first changes nothing; "resize" resizes any input to 256 x 256 (no grid to keep)."""
+  if config.input_fit != "pad":
+    return registry.SamplingGrid()
+  return registry.SamplingGrid(size_multiple=config.size_multiple,
+                               tile_grid=config.size_multiple)
+
+
+FAMILY = registry.Family(
+    name="fusionmamba",
+    model=FusionMamba,
+    variants={"fusionmamba": Config, "fusionmamba_ct_mri": CtMriConfig,
+              "fusionmamba_tiny": TinyConfig},
+    loss=fusionmamba_loss.make_loss,
+    # It greys the visible image with OpenCV (BGR->GRAY) and recolours with OpenCV's full-range
+    # YCrCb; the test resizes to 256 x 256, clamps, min-max stretches per image and truncates.
+    inference=registry.InferenceSpec(y_convention="full", quantize_y=True, output="stretch",
+                                     official_grey=official_grey, official_size=256,
+                                     sampling_grid=sampling_grid),
+    torch=registry.TorchSpec(param_map=torch_param_map, config_fields=torch_config,
+                             ignored=frozen_masks),
+)

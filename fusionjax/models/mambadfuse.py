@@ -1,6 +1,6 @@
 """MambaDFuse (Li et al., arXiv 2404.08406; code Lizhe1228/MambaDFuse) in Flax NNX, channels-last.
 
-Faithful to the official code (shared/docs/architectures.md section 1, parity.md section 4):
+Faithful to the official code (docs/architectures.md section 1, docs/parity.md section 4):
 
   A, B (batch, H, W, 1) in [0, 1]
   1. low-level CNN, SHARED by A and B: conv3x3(1 -> C/2) -> LReLU(0.2) -> conv3x3(C/2 -> C) -> LReLU
@@ -18,22 +18,22 @@ Faithful to the official code (shared/docs/architectures.md section 1, parity.md
 
 Paper size (Config()): C = 60, 8 + 8 extraction blocks, 2 token-swap stages, 5 M3 blocks,
 8 reconstruction blocks: 1,347,271 parameters. TinyConfig ("mambadfuse_tiny") is for tests.
-Official state_dicts convert with `fusionjax.convert` through `MambaDFuse.torch_source`.
+Official state_dicts convert with `fusionjax.convert` through `torch_param_map`.
 """
 
 import dataclasses
-import re
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from fusionjax import convert
 from fusionjax.convert import mapping as torch_mapping
+from fusionjax import color
+from fusionjax.losses import mambadfuse as mambadfuse_loss
 from fusionjax.models import registry
-from fusionjax.layers.mamba import (
-    M3Block, SingleMambaBlock, TokenSwapMamba, default_dt_rank, layer_norm, run_residual_stack,
-    torch_conv)
+from fusionjax.shapes import Planes
+from fusionjax.layers.mamba import M3Block, SingleMambaBlock, TokenSwapMamba, run_residual_stack
+from fusionjax.layers.torch_init import dt_rank_for, layer_norm, torch_conv
 
 LRELU_SLOPE = 0.2
 
@@ -52,7 +52,8 @@ class Config:
     num_reconstruction_blocks: SingleMambaBlocks of the reconstruction (official 8).
     pad_multiple: test-time padding window (official window_size 8).
     scan_impl: selective-scan implementation, see `fusionjax.kernels.selective_scan`; the output
-      does not depend on it.
+      does not depend on it. Switch a built model with
+      `model.set_attributes(scan_impl="chunked", raise_if_not_found=False)`.
     m3_norm_twice: the code applies each M3 LayerNorm twice; False is the paper's single LN.
     m3_shared_gate: paper Fig. 4: all three M3 branches gated by the fusion branch's z (the code
       gates each branch by its own z).
@@ -131,20 +132,15 @@ def lrelu(x: jax.Array) -> jax.Array:
   return jax.nn.leaky_relu(x, LRELU_SLOPE)
 
 
-_SCAN_BRANCH = re.compile(r"ssm(_[bc])?")
-_NORM = re.compile(r"norm\d?")
-_NUMBERED_FROM_ONE = ("channel_exchange", "M3_block")
-
-
-@registry.register("mambadfuse", Config)
 class MambaDFuse(nnx.Module):
   """MambaDFuse; attributes are named after the official module's, for weight import."""
 
   def __init__(self, config: Config, *, rngs: nnx.Rngs):
+    self.config = config
     dim, half = config.embed_dim, config.embed_dim // 2
     self.pad_multiple = config.pad_multiple
     mamba_kwargs = dict(d_state=config.d_state, d_conv=config.d_conv, expand=config.expand,
-                        dt_rank=config.dt_rank, impl=config.scan_impl)
+                        dt_rank=config.dt_rank)
     mamba_stack = lambda depth: nnx.List(
         [SingleMambaBlock(dim, mamba_kwargs=mamba_kwargs, rngs=rngs) for _ in range(depth)])
 
@@ -167,20 +163,21 @@ class MambaDFuse(nnx.Module):
     self.conv_last1 = conv3x3(dim, half, rngs=rngs)
     self.conv_last2 = conv3x3(half, half // 2, rngs=rngs)
     self.conv_last3 = conv3x3(half // 2, 1, rngs=rngs)
+    self.set_attributes(scan_impl=config.scan_impl, raise_if_not_found=False)
 
-  def __call__(self, a: jax.Array, b: jax.Array) -> jax.Array:
+  def __call__(self, a: Planes, b: Planes) -> Planes:
     """Fuses A (IR / MRI) and B (visible Y / CT / PET-Y / SPECT-Y) as the official test does.
 
-    a, b: (batch, H, W, 1) in [0, 1], any H and W. Mirror-pads to the next multiple of 8 strictly
-    above each size, runs `network`, crops back. Returns (batch, H, W, 1), unclamped (the official
-    script clamps to [0, 1] only when saving).
+    Any H and W: mirror-pads to the next multiple of 8 strictly above each size, runs
+    `network`, crops back. The output is unclamped (the official script clamps to [0, 1] only
+    when saving).
     """
     height, width = a.shape[1:3]
     fused = self.network(mirror_pad(a, self.pad_multiple), mirror_pad(b, self.pad_multiple))
     return fused[:, :height, :width]
 
-  def network(self, a: jax.Array, b: jax.Array) -> jax.Array:
-    """The raw network (official `MambaDFuse.forward`): (batch, H, W, 1) x 2 -> (batch, H, W, 1)."""
+  def network(self, a: Planes, b: Planes) -> Planes:
+    """The raw network (official `MambaDFuse.forward`)."""
     height, width = a.shape[1:3]
     features = self.dual_level_feature_extraction(a, b)
     fusion = self.dual_phase_feature_fusion(*features, height, width)
@@ -230,31 +227,60 @@ class MambaDFuse(nnx.Module):
     x = lrelu(self.conv_last1(to_image(x, height, width)))
     return self.conv_last3(lrelu(self.conv_last2(x)))
 
-  @staticmethod
-  def torch_source(path: tuple[str | int, ...]) -> convert.TorchSource | None:
-    """The official state_dict tensor of our parameter at `path` (see `fusionjax.convert`).
 
-    Our tree mirrors the official one except: the numbered stages are lists
-    (channel_exchange.0 <- channel_exchange1, M3_block.4 <- M3_block5); a Mamba's scan branch
-    `ssm`, `ssm_b`, `ssm_c` holds conv1d / x_proj / dt_proj / D (<- conv1d_b, x_proj_b, D_b, ...);
-    block LayerNorms drop the `body` level of WithBias_LayerNorm. A_c_log (paper variant) has no
-    counterpart.
-    """
-    parts = [str(p) for p in path]
-    if parts[-1] == "A_c_log":
-      return None
-    if parts[0] in _NUMBERED_FROM_ONE:
-      parts[:2] = [f"{parts[0]}{int(parts[1]) + 1}"]
-    for i, part in enumerate(parts[:-1]):
-      if match := _SCAN_BRANCH.fullmatch(part):
-        parts[i:i + 2] = [parts[i + 1] + (match.group(1) or "")]
-        break
-    if parts[0] != "patch_embed" and _NORM.fullmatch(parts[-2]):
-      parts.insert(-1, "body")
-    return convert.TorchSource(convert.torch_name(tuple(parts)))
+def _norm_entries(path, name):
+  """A block LayerNorm <- the official WithBias_LayerNorm `{name}.body`."""
+  return torch_mapping.layer_norm_entries(path, f"{name}.body")
 
 
-registry.register("mambadfuse_tiny", TinyConfig)(MambaDFuse)
+def _single_mamba_block_entries(path, name):
+  return {**torch_mapping.mamba_entries(path + ("encoder",), f"{name}.encoder"),
+          **_norm_entries(path + ("norm",), f"{name}.norm")}
+
+
+def _token_swap_entries(path, name):
+  return {**torch_mapping.mamba_entries(path + ("I1encoder",), f"{name}.I1encoder"),
+          **torch_mapping.mamba_entries(path + ("I2encoder",), f"{name}.I2encoder"),
+          **_norm_entries(path + ("norm1",), f"{name}.norm1"),
+          **_norm_entries(path + ("norm2",), f"{name}.norm2")}
+
+
+def _m3_block_entries(path, name):
+  tm = torch_mapping
+  return {**tm.multi_modal_mamba_entries(path + ("multi_modal_mamba_block",),
+                                         f"{name}.multi_modal_mamba_block"),
+          **_norm_entries(path + ("norm1",), f"{name}.norm1"),
+          **_norm_entries(path + ("norm2",), f"{name}.norm2"),
+          **_norm_entries(path + ("norm3",), f"{name}.norm3"),
+          **tm.conv_entries(path + ("dwconv",), f"{name}.dwconv")}
+
+
+def torch_param_map(config: Config) -> torch_mapping.ParamMap:
+  """NNX path -> (official `MambaDFuse` state_dict name, layout transform), for `config`.
+
+  Our tree mirrors the official one except: the numbered stages are lists
+  (channel_exchange.0 <- channel_exchange1, M3_block.4 <- M3_block5); a Mamba's scan branch
+  `ssm`, `ssm_b`, `ssm_c` holds conv1d / x_proj / dt_proj / D (<- conv1d_b, x_proj_b, D_b, ...);
+  block LayerNorms drop the `body` level of WithBias_LayerNorm. A_c_log (paper variant) has no
+  counterpart.
+  """
+  tm = torch_mapping
+  entries = tm.layer_norm_entries(("patch_embed", "norm"), "patch_embed.norm")
+  for conv in ("low_level_feature_extraction1", "low_level_feature_extraction2",
+               "shallow_fusion1", "shallow_fusion2", "conv_last1", "conv_last2", "conv_last3"):
+    entries |= tm.conv_entries((conv,), conv)
+  stacks = {"high_level_feature_extraction1": config.num_extraction_blocks,
+            "high_level_feature_extraction2": config.num_extraction_blocks,
+            "feature_re": config.num_reconstruction_blocks}
+  for stack, depth in stacks.items():
+    for block in range(depth):
+      entries |= _single_mamba_block_entries((stack, block), f"{stack}.{block}")
+  for stage in range(config.num_token_swap_stages):
+    entries |= _token_swap_entries(("channel_exchange", stage), f"channel_exchange{stage + 1}")
+  for block in range(config.num_m3_blocks):
+    entries |= _m3_block_entries(("M3_block", block), f"M3_block{block + 1}")
+  return entries
+
 
 _STACKS = {"num_extraction_blocks": "high_level_feature_extraction1.",
            "num_reconstruction_blocks": "feature_re."}
@@ -277,5 +303,24 @@ def torch_config(state_dict) -> dict:
   if conv1d := tm.first_shape(state_dict, mamba + r"conv1d\.weight"):
     fields["d_conv"] = conv1d[-1]
   if (dt_proj := tm.first_shape(state_dict, mamba + r"dt_proj\.weight")) and norm:
-    fields["dt_rank"] = None if dt_proj[1] == default_dt_rank(norm[0]) else dt_proj[1]
+    fields["dt_rank"] = None if dt_proj[1] == dt_rank_for(norm[0]) else dt_proj[1]
   return fields
+
+
+def official_grey(image_a, image_b):
+  """test_MambaDFuse.py's reading: ``cv2.imread(path, 0)`` of the grey modality, and of the
+  colour one's offline ``*_Y`` file (MATLAB ``rgb2ycbcr``, 8 bits)."""
+  return color.opencv_grey(image_a), color.matlab_y_file(image_b)
+
+
+FAMILY = registry.Family(
+    name="mambadfuse",
+    model=MambaDFuse,
+    variants={"mambadfuse": Config, "mambadfuse_tiny": TinyConfig},
+    loss=mambadfuse_loss.make_loss,
+    # It reads precomputed VI_Y/PET_Y/SPECT_Y files, 8-bit MATLAB rgb2ycbcr (studio range:
+    # black at exactly 16), and recolours with MATLAB ycbcr2rgb; tensor2uint clamps and rounds.
+    inference=registry.InferenceSpec(y_convention="studio", quantize_y=True, output="clip",
+                                     official_grey=official_grey),
+    torch=registry.TorchSpec(param_map=torch_param_map, config_fields=torch_config),
+)

@@ -1,6 +1,6 @@
 """S4Fusion (Ma et al., IEEE TIP 2025; code zipper112/S4Fusion), as the official code computes it.
 
-architectures.md section 3. Inputs are IR and visible Y, (batch, H, W, 1) in [0, 1]:
+docs/architectures.md section 3. Inputs are IR and visible Y, (batch, H, W, 1) in [0, 1]:
 
 0. zero-pad both to S = 12k + 1 (left/top gets half of the padding, rounded down);
 1. overlapping patch embedding per modality (conv 4x4 stride 3 -> LN): ((S-1)/3)^2 tokens;
@@ -24,7 +24,10 @@ from flax import nnx
 
 from fusionjax.kernels import IMPLS
 from fusionjax.convert import mapping as torch_mapping
+from fusionjax import color
+from fusionjax.losses import s4fusion as s4fusion_loss
 from fusionjax.models import registry
+from fusionjax.shapes import Planes
 from fusionjax.layers.cmsa import CMSALevel
 from fusionjax.layers.fold import FoldHead
 from fusionjax.layers.patches import PatchEmbed, PatchExpand, PatchMerging
@@ -46,7 +49,8 @@ class Config:
     expand: d_inner / d_model of every SS2D and CMSA block.
     fusion_blocks: CMSA blocks per level.
     scan_impl: selective-scan implementation (`fusionjax.kernels.IMPLS`); outputs do not
-      depend on it.
+      depend on it. Switch a built model with
+      `model.set_attributes(scan_impl="chunked", raise_if_not_found=False)`.
   """
   embed_dim: int = 48
   depths: tuple[int, ...] = (1, 2, 1)
@@ -92,16 +96,13 @@ def padded_size(size: int, num_levels: int = 3) -> int:
   return 1 + max(1, math.ceil((size - 1) / multiple)) * multiple
 
 
-@registry.register("s4fusion_tiny", TinyConfig)
-@registry.register("s4fusion", Config)
 class S4Fusion(nnx.Module):
   """S4Fusion: `__call__(ir, vis)`, each (batch, H, W, 1) -> fused (batch, H, W, 1), any H, W."""
 
   def __init__(self, config: Config, *, rngs: nnx.Rngs):
     self.config = config
     dims = config.dims
-    vss = lambda dim: VSSBlock(dim, expand=config.expand, d_state=config.d_state,
-                               scan_impl=config.scan_impl, rngs=rngs)
+    vss = lambda dim: VSSBlock(dim, expand=config.expand, d_state=config.d_state, rngs=rngs)
 
     def encoder():
       return nnx.List([
@@ -115,13 +116,14 @@ class S4Fusion(nnx.Module):
     self.encoder_ir, self.encoder_vis = encoder(), encoder()
     self.fusion = nnx.List([
         CMSALevel(dim, config.fusion_blocks, expand=config.expand, d_state=config.fusion_d_state,
-                  scan_impl=config.scan_impl, rngs=rngs) for dim in dims])
+                  rngs=rngs) for dim in dims])
     decoder_dims = dims[::-1]
     self.decoder = nnx.List([
         DecoderStage(PatchExpand(2 * dim, dim, scale=2, rngs=rngs) if stage else None,
                      [vss(dim) for _ in range(depth)])
         for stage, (dim, depth) in enumerate(zip(decoder_dims, config.decoder_depths))])
     self.head = FoldHead(dims[0], rngs=rngs)
+    self.set_attributes(scan_impl=config.scan_impl, raise_if_not_found=False)
 
   def encode(self, ir, vis):
     """Embedded (batch, h, w, C) maps -> encoder outputs (ir, vis) and per-level input skips."""
@@ -138,7 +140,7 @@ class S4Fusion(nnx.Module):
       x = stage(x + skip)
     return x
 
-  def network(self, ir, vis):
+  def network(self, ir: Planes, vis: Planes) -> Planes:
     """The official forward on padded inputs: (batch, S, S', 1) twice -> raw (batch, S, S', 1).
 
     S and S' must be `padded_size` values (12k + 1 at paper depth).
@@ -150,8 +152,8 @@ class S4Fusion(nnx.Module):
     fused = [level(*skip) for level, skip in zip(self.fusion[1:], skips[1:])]
     return self.head(self.decode(e_ir + e_vis, fused))
 
-  def __call__(self, ir, vis):
-    """IR and visible Y, (batch, H, W, 1) in [0, 1] -> raw fused (batch, H, W, 1)."""
+  def __call__(self, ir: Planes, vis: Planes) -> Planes:
+    """IR and visible Y of any H x W -> raw fused planes (padded, fused, cropped back)."""
     height, width = ir.shape[1:3]
     pads = [_centre_pad(size, len(self.config.dims)) for size in (height, width)]
     pad = lambda x: jnp.pad(x, [(0, 0), pads[0], pads[1], (0, 0)])
@@ -213,11 +215,6 @@ def torch_param_map(config: Config) -> torch_mapping.ParamMap:
   return entries
 
 
-def torch_names(config: Config) -> list[str]:
-  """Every tensor name of the official `MambaNet` state_dict for `config`."""
-  return [name for name, _ in torch_param_map(config).values()]
-
-
 def torch_config(state_dict: Mapping[str, np.ndarray]) -> dict:
   """The Config fields an official state_dict determines: embed_dim, depths, decoder_depths,
   fusion_blocks (indices), d_state and fusion_d_state (A_logs), expand (CMSA in_proj)."""
@@ -238,11 +235,30 @@ def torch_config(state_dict: Mapping[str, np.ndarray]) -> dict:
   return fields
 
 
-def torch_to_params(state_dict: Mapping[str, np.ndarray], model: S4Fusion) -> None:
-  """Loads an official S4Fusion state_dict (the checkpoint's ['model'] entry) into `model`.
+def official_grey(image_a, image_b):
+  """S4Fusion's test.py reading: the infrared image through Pillow's ``convert("L")``, the
+  visible one's float Y of ``convert("RGB")`` (``color.float32_luma``)."""
+  infrared = np.asarray(color.pillow_image(image_a).convert("L"))
+  return infrared, color.float32_luma(np.asarray(color.pillow_image(image_b).convert("RGB")))
 
-  Args:
-    state_dict: PyTorch name -> array, e.g. `safetensors.numpy.load_file(path)`.
-    model: an `S4Fusion` whose config matches the checkpoint; updated in place.
-  """
-  torch_mapping.load_mapped(model, state_dict, torch_param_map(model.config))
+
+def sampling_grid(config: Config) -> registry.SamplingGrid:
+  """A stride-3 patch grid, halved per level, centred by zero padding: a tile whose side is a
+  multiple of the grid gets no padding before it, so it keeps the canvas's grid."""
+  levels = len(config.dims)
+  return registry.SamplingGrid(
+      tile_grid=PATCH_STRIDE * 2 ** (levels - 1),
+      tile_offset=lambda size: (padded_size(size, levels) - size) // 2)
+
+
+FAMILY = registry.Family(
+    name="s4fusion",
+    model=S4Fusion,
+    variants={"s4fusion": Config, "s4fusion_tiny": TinyConfig},
+    loss=s4fusion_loss.make_loss,
+    # It computes Y = 0.299 R + 0.587 G + 0.114 B on [0, 1] RGB (full range), with the matching
+    # full-range inverse; save_image clamps and rounds.
+    inference=registry.InferenceSpec(y_convention="full", quantize_y=False, output="clip",
+                                     official_grey=official_grey, sampling_grid=sampling_grid),
+    torch=registry.TorchSpec(param_map=torch_param_map, config_fields=torch_config),
+)

@@ -8,14 +8,8 @@ import jax
 import ml_collections
 import tensorflow_datasets as tfds
 
-from fusionjax import color, data, models
-from fusionjax.data import builders  # noqa: F401  (registers the TFDS builders)
-
-
-def model_family(model_config: ml_collections.ConfigDict) -> str:
-  """"mambadfuse", "fusionmamba" or "s4fusion": the module of the configured model class."""
-  model_cls, _ = models.resolve_config(model_config)
-  return model_cls.__module__.rsplit(".", 1)[-1]
+from fusionjax import data, models
+from fusionjax.data import builders
 
 
 def pair_source(data_config: ml_collections.ConfigDict, split: str) -> Sequence[dict]:
@@ -27,22 +21,12 @@ def pair_source(data_config: ml_collections.ConfigDict, split: str) -> Sequence[
   if not data_config.dataset:
     raise ValueError("data.dataset is empty; set it to a fusionjax TFDS dataset name")
   try:
-    builder = tfds.builder(data_config.dataset, data_dir=data_config.data_dir or None,
-                           file_format="array_record")
+    if data_config.data_dir:
+      return builders.data_source(data_config.dataset, split, data_config.data_dir,
+                                  manual_dir=data_config.manual_dir or None)
+    builder = builders.get_builder(data_config.dataset)
   except tfds.core.registered.DatasetNotFoundError as error:
     raise ValueError(f"unknown data.dataset {data_config.dataset!r}: {error}") from error
-  if data_config.data_dir:
-    if data_config.manual_dir:
-      builder.download_and_prepare(
-          download_config=tfds.download.DownloadConfig(manual_dir=data_config.manual_dir))
-    elif not builder.is_prepared():
-      raise FileNotFoundError(
-          f"dataset {data_config.dataset!r} is not prepared in data.data_dir="
-          f"{data_config.data_dir}; set data.manual_dir to the raw pairs to build it there")
-    if split not in builder.info.splits:
-      raise ValueError(f"dataset {data_config.dataset!r} in {data_config.data_dir} has no "
-                       f"split {split!r}; it has {sorted(builder.info.splits)}")
-    return builder.as_data_source(split)
   folder = pathlib.Path(data_config.manual_dir) if data_config.manual_dir else data.sample_dir()
   splits = builder.spec.find_splits(folder)
   if split not in splits:
@@ -72,7 +56,7 @@ def train_batches(config: ml_collections.ConfigDict) -> grain.DatasetIterator:
   data_config = config.data
   source = pair_source(data_config, data_config.train_split)
   global_batches = data.train_dataset(
-      source, convention=color.MODEL_Y_CONVENTION[model_family(config.model)],
+      source, convention=models.family_of(config.model).inference.y_convention,
       crop_size=data_config.crop_size, batch_size=data_config.batch_size, seed=config.seed,
       augment=data_config.augment, skip_smaller_than_crop=data_config.skip_smaller_than_crop,
       process_index=0, process_count=1,

@@ -11,7 +11,7 @@ from flax import nnx
 from fusionjax import evaluation, fuse, models
 from fusionjax.baselines import Fuser
 from fusionjax.training import checkpointing, input as input_lib
-from fusionjax.training.state import TrainState
+from fusionjax.training.state import TrainState, evaluation_model
 
 _LOG = logging.getLogger(__name__)
 _REPORT_FILES = ("metrics.csv", "summary.md", "grid.png")
@@ -31,11 +31,7 @@ def load_model(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
                                     create=False) as checkpoints:
     step = checkpoints.step(which)
     restored = checkpoints.restore(step, target)
-  model = nnx.merge(graph, restored.model)
-  if restored.ema is not None:
-    nnx.update(model, restored.ema)
-  model.eval()
-  return model, step
+  return evaluation_model(graph, restored.model, restored.ema), step
 
 
 def run_fuser(config: ml_collections.ConfigDict, model: nnx.Module,

@@ -1,7 +1,7 @@
 """What a training run holds: the model, its optimizer and an optional EMA of its parameters.
 
 Flax NNX objects are split into static graph definitions (`Graphs`) and pytrees of arrays
-(`TrainState`), so that train steps are pure functions of arrays (shared/docs/style.md habit 5).
+(`TrainState`), so that train steps are pure functions of arrays.
 """
 
 import dataclasses
@@ -72,11 +72,19 @@ def step(state: TrainState) -> int:
   return int(jax.device_get(state.opt["step"][...]))
 
 
+def evaluation_model(graph: nnx.GraphDef, model: nnx.State,
+                     ema: nnx.State | None) -> nnx.Module:
+  """The model of `graph` and its variables `model`, with the EMA parameters `ema` in place of
+  the trained ones when kept (not None), in evaluation mode."""
+  module = nnx.merge(graph, model)
+  if ema is not None:
+    nnx.update(module, ema)
+  module.eval()
+  return module
+
+
 def eval_model(graphs: Graphs, state: TrainState) -> nnx.Module:
-  """The model in evaluation mode with the EMA parameters when kept, else the trained ones,
-  on one local device (what `fusionjax.fuse` compiles for)."""
+  """`evaluation_model` of a training state, on one local device (what `fusionjax.fuse`
+  compiles for)."""
   local = lambda tree: jax.tree.map(lambda x: x.addressable_shards[0].data, tree)  # pylint: disable=unnecessary-lambda-assignment
-  model = nnx.merge(graphs.eval, local(state.model))
-  if state.ema is not None:
-    nnx.update(model, local(state.ema))
-  return model
+  return evaluation_model(graphs.eval, local(state.model), local(state.ema))

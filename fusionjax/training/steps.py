@@ -1,7 +1,7 @@
-"""The loss of each model family and the pure, jitted train step.
+"""The training loss of a config and the pure, jitted train step.
 
     train_step = steps.jit_train_step(config, graphs, mesh)
-    state, metrics = train_step(state, a, b)   # a, b: global (batch, H, W, 1) arrays
+    state, metrics = train_step(state, a, b)   # a, b: global `shapes.Planes`
 """
 
 import functools
@@ -12,44 +12,25 @@ import ml_collections
 import optax
 from flax import nnx
 
-from fusionjax import losses
-from fusionjax.losses import s4fusion as s4fusion_loss
+from fusionjax.losses.terms import Loss
+from fusionjax.models import registry
 from fusionjax.training import optim, sharding
 from fusionjax.training.state import Graphs, TrainState
 
-# (a, b, fused), each (batch, H, W, 1) -> (total, {term: value}), scalars.
-Loss = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
-
-
-def _s4fusion(resnet_weights: str = "", temperature: float = 1.0, **weights: float) -> Loss:
-  """S4Fusion's reconstructed loss; the frozen ImageNet ResNet-50 (perception term and
-  information weights) is read from `resnet_weights` (torchvision layout) when given."""
-  term_weights = s4fusion_loss.LossWeights(**weights)
-  if resnet_weights:
-    return s4fusion_loss.S4FusionLoss.from_resnet_file(
-        resnet_weights, temperature=temperature, weights=term_weights)
-  return s4fusion_loss.S4FusionLoss(temperature=temperature, weights=term_weights)
-
-
-LOSSES: dict[str, Callable[..., Loss]] = {
-    "mambadfuse": lambda **weights: functools.partial(losses.mambadfuse_loss, **weights),
-    "fusionmamba": lambda **weights: functools.partial(losses.fusionmamba_loss, **weights),
-    "s4fusion": _s4fusion,
-}
-
 
 def make_loss(loss_config: ml_collections.ConfigDict) -> Loss:
-  """The loss named by `loss_config.name`, with the section's other fields as its arguments."""
+  """The loss of the family `loss_config.name` (`registry.Family.loss`), with the section's
+  other fields as its arguments."""
   arguments = loss_config.to_dict()
   name = arguments.pop("name")
-  if name not in LOSSES:
-    raise ValueError(f"unknown loss.name {name!r}; known: {sorted(LOSSES)}")
-  return LOSSES[name](**arguments)
+  if name not in registry.families():
+    raise ValueError(f"unknown loss.name {name!r}; known: {registry.families()}")
+  return registry.get(name).loss(**arguments)
 
 
 def train_step(graphs: Graphs, loss_fn: Loss, schedule: optax.Schedule, ema_decay: float,
                state: TrainState, a: jax.Array, b: jax.Array) -> tuple[TrainState, dict]:
-  """One optimizer update on the batch (a, b), each (batch, H, W, 1) in [0, 1].
+  """One optimizer update on the batch (a, b) of `shapes.Planes`.
 
   Returns the new state and scalar metrics: "loss", "loss/<term>" (unweighted terms),
   "grad_norm" (global norm before clipping) and "learning_rate" (of this update).

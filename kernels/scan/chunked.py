@@ -63,7 +63,8 @@ def _forward(u, delta, A, B, C, chunk):
 def _states_before_each_step(decay, drive, entry):
   """h[t-1] for each step t of a chunk, from h[t] = decay[t] * h[t-1] + drive[t].
 
-  decay, drive: (chunk, batch, G, Dg, N); entry: (batch, G, Dg, N). Returns (chunk, batch, G, Dg, N).
+  decay, drive: (chunk, batch, G, Dg, N); entry: (batch, G, Dg, N).
+  Returns (chunk, batch, G, Dg, N).
   """
 
   def step(state, inputs):
