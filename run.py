@@ -37,55 +37,104 @@ from fusionjax.training import sharding
 _LOG = logging.getLogger("run")
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "configs/<model>_<task>.py[:arg]; needed except with --weights",
-    lock_config=True)
+  "config", None, "configs/<model>_<task>.py[:arg]; needed except with --weights", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string(
-    "workdir", None, "run folder (config.json, checkpoints/, metrics.jsonl, samples/, eval/, "
-    "fused/); default runs/<config file name>[_<arg>]")
+  "workdir",
+  None,
+  "run folder (config.json, checkpoints/, metrics.jsonl, samples/, eval/, "
+  "fused/); default runs/<config file name>[_<arg>]",
+)
 _MODE = flags.DEFINE_enum("mode", "all", ["train", "eval", "fuse", "all"], "what to do")
 _CHECKPOINT = flags.DEFINE_enum(
-    "checkpoint", "best", ["best", "latest"],
-    "checkpoint for eval and fuse: best by validation ckpt.best_metric, or latest")
+  "checkpoint",
+  "best",
+  ["best", "latest"],
+  "checkpoint for eval and fuse: best by validation ckpt.best_metric, or latest",
+)
 _INPUT_A = flags.DEFINE_string("input_a", None, "fuse: grey-modality file or folder (ir, mri)")
 _INPUT_B = flags.DEFINE_string("input_b", None, "fuse: other-modality file or folder (vi, ct)")
 _OUTPUT = flags.DEFINE_string("output", None, "fuse: output PNG (files) or folder (folders)")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "replace existing eval reports and PNGs")
 _SKIP_EXISTING = flags.DEFINE_bool(
-    "skip_existing", False, "keep existing PNGs and fuse only the missing ones; eval reuses "
-    "the complete report of the same checkpoint step (the default of --mode=all)")
+  "skip_existing",
+  False,
+  "keep existing PNGs and fuse only the missing ones; eval reuses "
+  "the complete report of the same checkpoint step (the default of --mode=all)",
+)
 _WEIGHTS = flags.DEFINE_string(
-    "weights", None, "fuse with a fusionjax-convert output folder instead of a run (no "
-    "--config or --workdir; needs --input_a, --input_b and --output)")
+  "weights",
+  None,
+  "fuse with a fusionjax-convert output folder instead of a run (no "
+  "--config or --workdir; needs --input_a, --input_b and --output)",
+)
 _PROTOCOL = flags.DEFINE_enum(
-    "protocol", "default", list(fuse.PROTOCOLS),
-    "fuse: 'official' reproduces the model's official test script from the image files")
+  "protocol",
+  "default",
+  list(fuse.PROTOCOLS),
+  "fuse: 'official' reproduces the model's official test script from the image files",
+)
 _SWAP_INPUTS = flags.DEFINE_bool(
-    "swap_inputs", False, "with --weights: call the model as (b, a), e.g. official FusionMamba "
-    "infrared-visible weights (trained as model(visible, infrared))")
+  "swap_inputs",
+  False,
+  "with --weights: call the model as (b, a), e.g. official FusionMamba "
+  "infrared-visible weights (trained as model(visible, infrared))",
+)
 _MEMORY_BUDGET = flags.DEFINE_string(
-    "memory_budget", None, "eval and fuse: most memory one call may use, e.g. 4GB, 512MiB or "
-    "bytes; larger images are tiled (default: most of an accelerator's memory, on a CPU half "
-    "of the memory available)")
+  "memory_budget",
+  None,
+  "eval and fuse: most memory one call may use, e.g. 4GB, 512MiB or "
+  "bytes; larger images are tiled (default: most of an accelerator's memory, on a CPU half "
+  "of the memory available)",
+)
 _TILE_SIZE = flags.DEFINE_integer(
-    "tile_size", None, "eval and fuse: tile every image larger than this side (pixels)",
-    lower_bound=1)
+  "tile_size", None, "eval and fuse: tile every image larger than this side (pixels)", lower_bound=1
+)
 _COMPILATION_CACHE = flags.DEFINE_string(
-    "compilation_cache", "~/.cache/fusionjax/jax",
-    "persistent XLA compilation cache ('' = off): reruns and resumed runs skip compiling")
+  "compilation_cache",
+  "~/.cache/fusionjax/jax",
+  "persistent XLA compilation cache ('' = off): reruns and resumed runs skip compiling",
+)
 
 # Errors that name their problem completely: shown without a traceback.
-_USER_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, fuse.InputError,
-                config_lib.ConfigError, training.CheckpointMismatchError,
-                training.NonFiniteLossError)
+_USER_ERRORS = (
+  FileNotFoundError,
+  FileExistsError,
+  NotADirectoryError,
+  fuse.InputError,
+  config_lib.ConfigError,
+  training.CheckpointMismatchError,
+  training.NonFiniteLossError,
+)
 # Flags each mode uses besides --config, --workdir, --mode and --compilation_cache.
 _OUTPUT_FLAGS = ("checkpoint", "overwrite", "skip_existing", "memory_budget", "tile_size")
 _INPUT_FLAGS = ("input_a", "input_b", "output", "protocol")
-_MODE_FLAGS = {"train": (), "eval": _OUTPUT_FLAGS, "fuse": _OUTPUT_FLAGS + _INPUT_FLAGS,
-               "all": _OUTPUT_FLAGS + _INPUT_FLAGS}
-_WEIGHTS_FLAGS = ("weights", "swap_inputs", "overwrite", "skip_existing", "memory_budget",
-                  "tile_size") + _INPUT_FLAGS
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+_MODE_FLAGS = {
+  "train": (),
+  "eval": _OUTPUT_FLAGS,
+  "fuse": _OUTPUT_FLAGS + _INPUT_FLAGS,
+  "all": _OUTPUT_FLAGS + _INPUT_FLAGS,
+}
+_WEIGHTS_FLAGS = (
+  "weights",
+  "swap_inputs",
+  "overwrite",
+  "skip_existing",
+  "memory_budget",
+  "tile_size",
+) + _INPUT_FLAGS
+_UNITS = {
+  "": 1,
+  "b": 1,
+  "kb": 10**3,
+  "mb": 10**6,
+  "gb": 10**9,
+  "tb": 10**12,
+  "kib": 2**10,
+  "mib": 2**20,
+  "gib": 2**30,
+  "tib": 2**40,
+}
 
 
 class UsageError(Exception):
@@ -98,7 +147,7 @@ def _fail(message: str) -> None:
 
 
 def parse_bytes(text: str) -> int:
-  """"4GB", "512 MiB", "1.5gb" or "1000000" -> bytes (kB, MB, GB are powers of 1000; KiB, MiB,
+  """ "4GB", "512 MiB", "1.5gb" or "1000000" -> bytes (kB, MB, GB are powers of 1000; KiB, MiB,
   GiB of 1024)."""
   match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", text)
   if not match or match.group(2).lower() not in _UNITS:
@@ -132,8 +181,10 @@ def _override_message(error: LookupError | AttributeError, argv: list[str]) -> s
   text = str(error.args[0] if error.args else error)
   key = next(iter(re.findall(r"\w+", text)), "")
   overrides = [arg.partition("=")[0] for arg in argv if arg.startswith("--config.")]
-  flag = next((name for name in overrides if re.search(rf"\.{re.escape(key)}(\.|$)", name)),
-              ", ".join(overrides))
+  flag = next(
+    (name for name in overrides if re.search(rf"\.{re.escape(key)}(\.|$)", name)),
+    ", ".join(overrides),
+  )
   suggestion = re.search(r'Did you mean "(\w+)"', text)
   hint = f'; did you mean "{suggestion.group(1)}"?' if suggestion else ""
   return f"{flag}: the config has no field {key!r}{hint}"
@@ -167,10 +218,26 @@ def _check_flags() -> None:
 
 def _flag_names() -> list[str]:
   """The names of run.py's own flags (not absl's or JAX's)."""
-  return [holder.name for holder in (_CONFIG, _WORKDIR, _MODE, _CHECKPOINT, _INPUT_A, _INPUT_B,
-                                     _OUTPUT, _OVERWRITE, _SKIP_EXISTING, _WEIGHTS, _PROTOCOL,
-                                     _SWAP_INPUTS, _MEMORY_BUDGET, _TILE_SIZE,
-                                     _COMPILATION_CACHE)]
+  return [
+    holder.name
+    for holder in (
+      _CONFIG,
+      _WORKDIR,
+      _MODE,
+      _CHECKPOINT,
+      _INPUT_A,
+      _INPUT_B,
+      _OUTPUT,
+      _OVERWRITE,
+      _SKIP_EXISTING,
+      _WEIGHTS,
+      _PROTOCOL,
+      _SWAP_INPUTS,
+      _MEMORY_BUDGET,
+      _TILE_SIZE,
+      _COMPILATION_CACHE,
+    )
+  ]
 
 
 def _check_inputs() -> None:
@@ -181,8 +248,7 @@ def _check_inputs() -> None:
     if not (inputs and _OUTPUT.value):
       raise UsageError("--weights needs --input_a, --input_b and --output")
     if not pathlib.Path(_WEIGHTS.value).is_dir():
-      raise UsageError(f"--weights={_WEIGHTS.value}: no such folder (a fusionjax-convert "
-                       "output)")
+      raise UsageError(f"--weights={_WEIGHTS.value}: no such folder (a fusionjax-convert output)")
   for path in inputs:
     if not pathlib.Path(path).exists():
       raise UsageError(f"input not found: {path}")
@@ -206,8 +272,9 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 def _options() -> fuse.Options:
   budget = _MEMORY_BUDGET.value
-  return fuse.Options(memory_budget=parse_bytes(budget) if budget else None,
-                      tile_size=_TILE_SIZE.value)
+  return fuse.Options(
+    memory_budget=parse_bytes(budget) if budget else None, tile_size=_TILE_SIZE.value
+  )
 
 
 def _output_choice() -> dict:
@@ -220,10 +287,10 @@ def _output_choice() -> dict:
 
 def fuse_with_weights() -> list[pathlib.Path]:
   """--weights: fuses --input_a/--input_b into --output with a converted params folder."""
-  fuser = fuse.model_fuser(convert.load_params(_WEIGHTS.value), swap_inputs=_SWAP_INPUTS.value,
-                           protocol=_PROTOCOL.value)
-  return fuse.fuse_paths(fuser, _INPUT_A.value, _INPUT_B.value, _OUTPUT.value,
-                         **_output_choice())
+  fuser = fuse.model_fuser(
+    convert.load_params(_WEIGHTS.value), swap_inputs=_SWAP_INPUTS.value, protocol=_PROTOCOL.value
+  )
+  return fuse.fuse_paths(fuser, _INPUT_A.value, _INPUT_B.value, _OUTPUT.value, **_output_choice())
 
 
 def run_config() -> None:
@@ -239,8 +306,15 @@ def run_config() -> None:
     report = training.evaluate_run(config, workdir, **choice)
     print(f"\n{report.table}\nreport: {report.out_dir}")
   if _MODE.value in ("fuse", "all"):
-    paths = training.fuse_run(config, workdir, input_a=_INPUT_A.value, input_b=_INPUT_B.value,
-                              output=_OUTPUT.value, protocol=_PROTOCOL.value, **choice)
+    paths = training.fuse_run(
+      config,
+      workdir,
+      input_a=_INPUT_A.value,
+      input_b=_INPUT_B.value,
+      output=_OUTPUT.value,
+      protocol=_PROTOCOL.value,
+      **choice,
+    )
     print(f"fused {len(paths)} pair(s) into {paths[0].parent if paths else '-'}")
 
 
@@ -254,14 +328,21 @@ def main(argv):
   except ValueError as error:
     _fail(str(error))
   if jax.process_count() > 1 and (_WEIGHTS.value or _MODE.value != "train"):
-    _fail(f"a job of {jax.process_count()} processes only trains (--mode=train); evaluate and "
-          "fuse afterwards in one process")
+    _fail(
+      f"a job of {jax.process_count()} processes only trains (--mode=train); evaluate and "
+      "fuse afterwards in one process"
+    )
   if _COMPILATION_CACHE.value:
     jax.config.update("jax_compilation_cache_dir", os.path.expanduser(_COMPILATION_CACHE.value))
     # Model initialisation compiles many small programs; cache those too.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-  _LOG.info("JAX %s, process %d of %d, devices: %s", jax.__version__, jax.process_index(),
-            jax.process_count(), jax.devices())
+  _LOG.info(
+    "JAX %s, process %d of %d, devices: %s",
+    jax.__version__,
+    jax.process_index(),
+    jax.process_count(),
+    jax.devices(),
+  )
   try:
     if _WEIGHTS.value:
       paths = fuse_with_weights()

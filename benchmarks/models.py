@@ -2,8 +2,9 @@
 
 For each model of `fusionjax.models.names()` (`models.init(0, name)`, evaluation mode): its
 nnx.Param count (from `jax.eval_shape`, no arrays allocated), then
-`jax.jit(fusionjax.models.apply)` on one random grey pair, a and b each (1, H, W, 1) in [0, 1] (the models pad internally to the sizes
-they need): compile time, median wall time of --repeats forward passes (no separate warm-up: the
+`jax.jit(fusionjax.models.apply)` on one random grey pair, a and b each (1, H, W, 1) in
+[0, 1] (the models pad internally to the sizes they need): compile time, median wall time of
+--repeats forward passes (no separate warm-up: the
 first pass's one-time costs, 0.1-0.2 s on CPU, fall out of the median from 3 repeats on), and the
 compiled program's temporary memory from XLA's `memory_analysis()` (n/a where the backend gives
 none). Prints a markdown table; progress goes to stderr.
@@ -56,21 +57,27 @@ def time_forward(name, height, width, repeats):
     start = time.perf_counter()
     jax.block_until_ready(forward(params, a, b))
     seconds.append(time.perf_counter() - start)
-    print(f"{name}: forward {run}/{repeats} {seconds[-1] * 1e3:.1f} ms", file=sys.stderr,
-          flush=True)
-  return compile_seconds, statistics.median(seconds), (
-      None if memory is None else memory.temp_size_in_bytes)
+    print(
+      f"{name}: forward {run}/{repeats} {seconds[-1] * 1e3:.1f} ms", file=sys.stderr, flush=True
+    )
+  return (
+    compile_seconds,
+    statistics.median(seconds),
+    (None if memory is None else memory.temp_size_in_bytes),
+  )
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--models", default=",".join(registry.families()),
-                      help=f"comma list of registered names, of {models.names()}")
+  parser.add_argument(
+    "--models",
+    default=",".join(registry.families()),
+    help=f"comma list of registered names, of {models.names()}",
+  )
   parser.add_argument("--tiny", action="store_true", help="each family's tiny variant")
   parser.add_argument("--height", type=int, default=480)
   parser.add_argument("--width", type=int, default=640)
-  parser.add_argument("--repeats", type=int, default=3,
-                      help="timed forward passes (median)")
+  parser.add_argument("--repeats", type=int, default=3, help="timed forward passes (median)")
   args = parser.parse_args()
   names = args.models.split(",")
   unknown = sorted(set(names) - set(models.names()))
@@ -79,8 +86,10 @@ def main():
   if args.tiny:
     names = [registry.get(name).tiny_variant for name in names]
 
-  print(f"backend: {jax.default_backend()} ({jax.devices()[0].device_kind}), jax {jax.__version__},"
-        f" one {args.height}x{args.width} grey pair, median of {args.repeats} runs")
+  print(
+    f"backend: {jax.default_backend()} ({jax.devices()[0].device_kind}), jax {jax.__version__},"
+    f" one {args.height}x{args.width} grey pair, median of {args.repeats} runs"
+  )
   header = "| model | params | compile s | forward ms (median) | XLA temp MB |"
   print(header)
   print("|" + "---|" * (header.count("|") - 1))
@@ -88,10 +97,13 @@ def main():
     print(f"{name}: counting parameters, initialising, compiling", file=sys.stderr, flush=True)
     count = parameter_count(name)
     compile_seconds, forward_seconds, temp_bytes = time_forward(
-        name, args.height, args.width, args.repeats)
+      name, args.height, args.width, args.repeats
+    )
     temp = "n/a" if temp_bytes is None else f"{temp_bytes / 2**20:.1f}"
-    print(f"| {name} | {count:,} | {compile_seconds:.1f} | {forward_seconds * 1e3:.1f} | {temp} |",
-          flush=True)
+    print(
+      f"| {name} | {count:,} | {compile_seconds:.1f} | {forward_seconds * 1e3:.1f} | {temp} |",
+      flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -22,9 +22,12 @@ from fusionjax.kernels import selective_scan
 
 # (batch, dim, N, L) — fusion shapes: L from 32x32 to 160x120.
 GRIDS = {
-    "cpu": [(2, 64, 16, 32 * 32), (2, 192, 16, 64 * 64), (2, 192, 16, 128 * 128)],
-    "fusion": [(b, d, 16, l) for b, d in ((2, 64), (2, 192), (8, 384))
-               for l in (32 * 32, 64 * 64, 128 * 128, 160 * 120)],
+  "cpu": [(2, 64, 16, 32 * 32), (2, 192, 16, 64 * 64), (2, 192, 16, 128 * 128)],
+  "fusion": [
+    (b, d, 16, length)
+    for b, d in ((2, 64), (2, 192), (8, 384))
+    for length in (32 * 32, 64 * 64, 128 * 128, 160 * 120)
+  ],
 }
 
 
@@ -32,10 +35,16 @@ def make_args(batch, dim, state_dim, length, groups, seed=0):
   """Random inputs in mamba's layout, grouped B/C (G = groups), with D, z and delta_bias."""
   rng = np.random.default_rng(seed)
   f = lambda *shape: jnp.asarray(rng.normal(size=shape), jnp.float32)
-  return dict(u=f(batch, dim, length), delta=f(batch, dim, length) * 0.5,
-              A=-jnp.exp(f(dim, state_dim)), B=f(batch, groups, state_dim, length),
-              C=f(batch, groups, state_dim, length), D=f(dim), z=f(batch, dim, length),
-              delta_bias=f(dim) * 0.1)
+  return dict(
+    u=f(batch, dim, length),
+    delta=f(batch, dim, length) * 0.5,
+    A=-jnp.exp(f(dim, state_dim)),
+    B=f(batch, groups, state_dim, length),
+    C=f(batch, groups, state_dim, length),
+    D=f(dim),
+    z=f(batch, dim, length),
+    delta_bias=f(dim) * 0.1,
+  )
 
 
 def floor_bytes(args, with_backward):
@@ -92,8 +101,10 @@ def main():
       for impl in args.impls.split(","):
         seconds, mem_bytes = measure(build(impl, with_backward, names), arrays, args.repeats)
         mem = "n/a" if mem_bytes is None else f"{mem_bytes / 2**20:.1f}"
-        row = (f"| {impl} | {batch} | {dim} | {state_dim} | {length} | "
-               f"{'fwd+bwd' if with_backward else 'fwd'} | {seconds * 1e3:.2f} | {mem} |")
+        row = (
+          f"| {impl} | {batch} | {dim} | {state_dim} | {length} | "
+          f"{'fwd+bwd' if with_backward else 'fwd'} | {seconds * 1e3:.2f} | {mem} |"
+        )
         if on_gpu:
           floor = floor_bytes(inputs, with_backward)
           floor_seconds = floor / 3.35e12  # H100 SXM HBM3 peak

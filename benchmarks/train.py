@@ -30,7 +30,9 @@ import jax
 import jax.numpy as jnp
 
 from fusionjax import config_lib
-from fusionjax.training import input as input_lib, sharding, state as state_lib, steps
+from fusionjax.training import input as input_lib
+from fusionjax.training import sharding, steps
+from fusionjax.training import state as state_lib
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DEFAULT_CONFIGS = "mambadfuse_med.py,fusionmamba_med.py,s4fusion_vif.py"
@@ -43,9 +45,14 @@ def load_config(spec, full, batch_size, crop_size):
   path = path if Path(path).is_file() else str(CONFIGS / path)
   tiny = config_lib.load(f"{path}:{','.join(filter(None, (arg, 'tiny')))}")
   config = config_lib.load(f"{path}:{arg}") if full else tiny
-  config.data.update(dataset=tiny.data.dataset, data_dir="", manual_dir="",
-                     train_split=tiny.data.train_split, skip_smaller_than_crop=False,
-                     num_threads=1)
+  config.data.update(
+    dataset=tiny.data.dataset,
+    data_dir="",
+    manual_dir="",
+    train_split=tiny.data.train_split,
+    skip_smaller_than_crop=False,
+    num_threads=1,
+  )
   if batch_size:
     config.data.batch_size = batch_size
   if crop_size:
@@ -76,32 +83,45 @@ def time_steps(config, graphs, initial_state, batch, num_devices, num_steps):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--configs", default=DEFAULT_CONFIGS,
-                      help="comma list of config files (under configs/), each file.py[:arg]")
-  parser.add_argument("--full", action="store_true",
-                      help="the paper-size configs instead of their :tiny variants")
+  parser.add_argument(
+    "--configs",
+    default=DEFAULT_CONFIGS,
+    help="comma list of config files (under configs/), each file.py[:arg]",
+  )
+  parser.add_argument(
+    "--full", action="store_true", help="the paper-size configs instead of their :tiny variants"
+  )
   parser.add_argument("--devices", help="comma list of device counts (default: 1 and all)")
   parser.add_argument("--batch-size", type=int, help="global batch (default: the config's)")
   parser.add_argument("--crop-size", type=int, help="square crop (default: the config's)")
   parser.add_argument("--steps", type=int, default=5, help="timed steps after one warm-up")
   args = parser.parse_args()
   visible = len(jax.devices())
-  device_counts = ([int(n) for n in args.devices.split(",")] if args.devices
-                   else sorted({1, visible}))
+  device_counts = (
+    [int(n) for n in args.devices.split(",")] if args.devices else sorted({1, visible})
+  )
   if max(device_counts) > visible:
-    raise SystemExit(f"--devices {args.devices}: only {visible} visible devices (on CPU, set "
-                     "XLA_FLAGS=--xla_force_host_platform_device_count=N)")
+    raise SystemExit(
+      f"--devices {args.devices}: only {visible} visible devices (on CPU, set "
+      "XLA_FLAGS=--xla_force_host_platform_device_count=N)"
+    )
 
-  configs = {spec: load_config(spec, args.full, args.batch_size, args.crop_size)
-             for spec in args.configs.split(",")}
+  configs = {
+    spec: load_config(spec, args.full, args.batch_size, args.crop_size)
+    for spec in args.configs.split(",")
+  }
   for spec, config in configs.items():
     uneven = [n for n in device_counts if config.data.batch_size % n]
     if uneven:
-      raise SystemExit(f"{spec}: global batch {config.data.batch_size} does not split over "
-                       f"{uneven} devices; set --batch-size to a multiple of each count")
+      raise SystemExit(
+        f"{spec}: global batch {config.data.batch_size} does not split over "
+        f"{uneven} devices; set --batch-size to a multiple of each count"
+      )
 
-  print(f"backend: {jax.default_backend()} ({jax.devices()[0].device_kind}, {visible} devices), "
-        f"jax {jax.__version__}, {args.steps} timed steps")
+  print(
+    f"backend: {jax.default_backend()} ({jax.devices()[0].device_kind}, {visible} devices), "
+    f"jax {jax.__version__}, {args.steps} timed steps"
+  )
   header = "| model | devices | batch | crop | compile s | step ms (median) | images/s |"
   print(header)
   print("|" + "---|" * (header.count("|") - 1))
@@ -110,14 +130,17 @@ def main():
     graphs, initial_state = state_lib.create(config)
     batch = next(input_lib.train_batches(config))
     for num_devices in device_counts:
-      print(f"{spec}: compiling and timing on {num_devices} device(s)", file=sys.stderr,
-            flush=True)
-      compile_seconds, step_seconds = time_steps(config, graphs, initial_state, batch,
-                                                 num_devices, args.steps)
+      print(f"{spec}: compiling and timing on {num_devices} device(s)", file=sys.stderr, flush=True)
+      compile_seconds, step_seconds = time_steps(
+        config, graphs, initial_state, batch, num_devices, args.steps
+      )
       global_batch = config.data.batch_size
-      print(f"| {config.model.name} | {num_devices} | {global_batch} | {config.data.crop_size} | "
-            f"{compile_seconds:.1f} | {step_seconds * 1e3:.1f} | "
-            f"{global_batch / step_seconds:.2f} |", flush=True)
+      print(
+        f"| {config.model.name} | {num_devices} | {global_batch} | {config.data.crop_size} | "
+        f"{compile_seconds:.1f} | {step_seconds * 1e3:.1f} | "
+        f"{global_batch / step_seconds:.2f} |",
+        flush=True,
+      )
 
 
 if __name__ == "__main__":

@@ -26,8 +26,13 @@ def get_config(arg=None):
   config = config_lib.base_config(config_lib.model_config("fusionmamba", tiny=arg.tiny))
   config.loss.update(intensity_weight=10.0, gradient_weight=1.0, ssim_weight=10.0)
   config.data.update(dataset="gfp_pc", crop_size=256, batch_size=2, augment="none")
-  config.optim.update(optimizer="adam", learning_rate=1.0e-4 / 0.75, schedule="exponential",
-                      decay_every_steps=15_000, decay_rate=0.75)
+  config.optim.update(
+    optimizer="adam",
+    learning_rate=1.0e-4 / 0.75,
+    schedule="exponential",
+    decay_every_steps=15_000,
+    decay_rate=0.75,
+  )
   config.train.num_steps = 30_000
   config.eval.every_steps = 5_000
   config.ckpt.every_steps = 5_000

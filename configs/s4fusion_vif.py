@@ -25,13 +25,25 @@ from fusionjax import config_lib
 def get_config(arg=None):
   arg = config_lib.parse_arg(arg, tiny=False)
   config = config_lib.base_config(config_lib.model_config("s4fusion", tiny=arg.tiny))
-  config.loss.update(resnet_weights="", temperature=1.0, ssim=1.0, l1=1.0, gradient=1.0,
-                     entropy=1.0)
-  config.data.update(dataset="roadscene" if arg.tiny else "msrs", crop_size=229, batch_size=20,
-                     augment="flips", skip_smaller_than_crop=True)
-  config.optim.update(optimizer="adamw", weight_decay=0.01, schedule="warmup_cosine",
-                      init_learning_rate=3e-4, learning_rate=1.5e-3, end_learning_rate=6e-4,
-                      warmup_steps=720)
+  config.loss.update(
+    resnet_weights="", temperature=1.0, ssim=1.0, l1=1.0, gradient=1.0, entropy=1.0
+  )
+  config.data.update(
+    dataset="roadscene" if arg.tiny else "msrs",
+    crop_size=229,
+    batch_size=20,
+    augment="flips",
+    skip_smaller_than_crop=True,
+  )
+  config.optim.update(
+    optimizer="adamw",
+    weight_decay=0.01,
+    schedule="warmup_cosine",
+    init_learning_rate=3e-4,
+    learning_rate=1.5e-3,
+    end_learning_rate=6e-4,
+    warmup_steps=720,
+  )
   config.train.num_steps = 57_600
   config.eval.every_steps = 2_880
   config.ckpt.every_steps = 2_880

@@ -25,16 +25,21 @@ class _CheckoutKernelsFinder(_abc.MetaPathFinder):
     if fullname != f"{__name__}.kernels":
       return None
     return _util.spec_from_file_location(
-        fullname, self._kernels_dir / "__init__.py",
-        submodule_search_locations=[str(self._kernels_dir)])
+      fullname,
+      self._kernels_dir / "__init__.py",
+      submodule_search_locations=[str(self._kernels_dir)],
+    )
 
 
 def _checkout_kernels_dir() -> _pathlib.Path | None:
   """The checkout's kernels/ when this package is imported from a source checkout, else None."""
   package = _pathlib.Path(__file__).resolve().parent
   checkout = package.parent
-  if ((package / "kernels").is_dir() or not (checkout / "kernels" / "__init__.py").is_file()
-      or not (checkout / "pyproject.toml").is_file()):
+  if (
+    (package / "kernels").is_dir()
+    or not (checkout / "kernels" / "__init__.py").is_file()
+    or not (checkout / "pyproject.toml").is_file()
+  ):
     return None
   return checkout / "kernels"
 

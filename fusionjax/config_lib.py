@@ -96,9 +96,10 @@ def model_config(name: str, *, tiny: bool = False, **overrides: Any) -> ml_colle
   """The `model` section: `name` (a registered variant) plus one field per field of its Config
   dataclass, each None ("the variant's default") unless set.
 
-  `tiny` selects the family's small variant (`registry.Family.tiny_variant`). Every field exists, typed, so that it
-  can be overridden from the command line (`--config.model.d_state=8`); `overrides` set fields
-  here (unknown ones are refused). The fields left None take the defaults of the variant that
+  `tiny` selects the family's small variant (`registry.Family.tiny_variant`). Every field
+  exists, typed, so that it can be overridden from the command line
+  (`--config.model.d_state=8`); `overrides` set fields here (unknown ones are refused). The
+  fields left None take the defaults of the variant that
   `name` names when the model is built, so `--config.model.name=fusionmamba_ct_mri` gives
   that variant's defaults, with explicit field overrides on top, never a mix of two variants'
   defaults. `resolve` writes the resolved values out (run.py records them in config.json).
@@ -108,9 +109,12 @@ def model_config(name: str, *, tiny: bool = False, **overrides: Any) -> ml_colle
     name = registry.get(name).tiny_variant
   config_cls, _ = _lookup(name)
   defaults = config_cls()
-  fields = {field.name: ml_collections.config_dict.placeholder(
-                _field_type(config_cls, field, getattr(defaults, field.name)))
-            for field in dataclasses.fields(config_cls)}
+  fields = {
+    field.name: ml_collections.config_dict.placeholder(
+      _field_type(config_cls, field, getattr(defaults, field.name))
+    )
+    for field in dataclasses.fields(config_cls)
+  }
   unknown = sorted(set(overrides) - set(fields))
   if unknown:
     raise ConfigError(f"unknown fields for model {name!r}: {unknown}; known: {sorted(fields)}")
@@ -144,8 +148,10 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   name = section.pop("name")
   family = model_family(name)
   if config.loss.name != family:
-    raise ConfigError(f"model.name={name!r} is a {family} model but this config trains "
-                      f"{config.loss.name} (its loss); use a configs/{family}_*.py file")
+    raise ConfigError(
+      f"model.name={name!r} is a {family} model but this config trains "
+      f"{config.loss.name} (its loss); use a configs/{family}_*.py file"
+    )
   try:
     _, resolved = models.resolve_config({"name": name, **section})
   except (TypeError, ValueError) as error:
@@ -163,7 +169,8 @@ def base_config(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   # `name` is the model family, whose loss (`registry.Family.loss`) takes the other fields as
   # keyword arguments (weights and variants), set by each config file.
   config.loss = ml_collections.ConfigDict({"name": model_family(model.name)})
-  config.data = ml_collections.ConfigDict(dict(
+  config.data = ml_collections.ConfigDict(
+    dict(
       dataset="",  # TFDS name of a fusionjax.data.builders dataset ("harvard/ct_mri", "msrs")
       # Where the pairs are read from: TFDS array_record files in `data_dir` (built once from
       # `manual_dir` when both are set); else the raw folders in `manual_dir` (any layout the
@@ -182,8 +189,10 @@ def base_config(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       augment="none",  # "none" | "flips" | "dihedral" (fusionjax.data.train_dataset)
       skip_smaller_than_crop=False,  # skip pairs smaller than the crop instead of failing
       num_threads=4,  # grain reading threads per process
-  ))
-  config.optim = ml_collections.ConfigDict(dict(
+    )
+  )
+  config.optim = ml_collections.ConfigDict(
+    dict(
       optimizer="adam",  # "adam" | "adamw" (optax), PyTorch defaults for betas and eps
       learning_rate=1e-4,  # constant value, the start of "multistep"/"exponential", the peak
       # of "warmup_cosine"
@@ -200,26 +209,33 @@ def base_config(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       init_learning_rate=0.0,
       end_learning_rate=0.0,  # warmup_cosine: floor reached at train.num_steps
       ema_decay=0.0,  # > 0 keeps an EMA of the parameters, used for evaluation and fusing
-  ))
-  config.train = ml_collections.ConfigDict(dict(
+    )
+  )
+  config.train = ml_collections.ConfigDict(
+    dict(
       num_steps=10_000,
       log_every_steps=50,  # scalars to metrics.jsonl and TensorBoard
-  ))
-  config.eval = ml_collections.ConfigDict(dict(
+    )
+  )
+  config.eval = ml_collections.ConfigDict(
+    dict(
       every_steps=1_000,  # validation during training, and at its end; 0 = never
       num_pairs=0,  # pairs of data.eval_split validated, reported and fused; 0 = all
       # fusionjax.metrics names; () = its DEFAULT_METRICS
       metrics=("EN", "SD", "SF", "AG", "MI", "SCD", "VIF", "Qabf", "SSIM"),
       num_samples=4,  # pairs drawn in samples/ and TensorBoard, and in the report's grid
       baselines=True,  # the report (run.py --mode=eval) also scores the classical baselines
-  ))
-  config.ckpt = ml_collections.ConfigDict(dict(
+    )
+  )
+  config.ckpt = ml_collections.ConfigDict(
+    dict(
       every_steps=1_000,  # periodic saves (also after every validation and at the end)
       keep_last=3,  # latest checkpoints kept
       keep_best=1,  # checkpoints kept by best validation `best_metric`
       best_metric="Qabf",  # a name of eval.metrics
       best_mode="max",  # "max" | "min"
-  ))
+    )
+  )
   return config
 
 
@@ -236,9 +252,16 @@ def shrink(config: ml_collections.ConfigDict, *, train_split: str) -> ml_collect
   """
   if config.model.name != registry.get(config.model.name).tiny_variant:
     raise ValueError(f"shrink() needs a tiny model, got {config.model.name!r}")
-  config.data.update(data_dir="", manual_dir="", train_split=train_split, eval_split="test",
-                     crop_size=TINY_CROP_SIZE, batch_size=TINY_BATCH_SIZE, num_threads=1,
-                     skip_smaller_than_crop=False)
+  config.data.update(
+    data_dir="",
+    manual_dir="",
+    train_split=train_split,
+    eval_split="test",
+    crop_size=TINY_CROP_SIZE,
+    batch_size=TINY_BATCH_SIZE,
+    num_threads=1,
+    skip_smaller_than_crop=False,
+  )
   config.train.update(num_steps=TINY_NUM_STEPS, log_every_steps=5)
   config.eval.update(every_steps=TINY_NUM_STEPS // 2, num_pairs=2, num_samples=2)
   config.ckpt.update(every_steps=TINY_NUM_STEPS // 2, keep_last=2)

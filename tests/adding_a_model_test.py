@@ -21,6 +21,7 @@ from fusionjax.training.loop import train_and_evaluate
 @dataclasses.dataclass(frozen=True)
 class ToyConfig:
   """A two-layer CNN: conv3x3(2 -> features), ReLU, conv1x1(features -> 1), plus the mean."""
+
   features: int = 8
 
 
@@ -30,7 +31,6 @@ class ToyTinyConfig(ToyConfig):
 
 
 class ToyFusion(nnx.Module):
-
   def __init__(self, config: ToyConfig, *, rngs: nnx.Rngs):
     self.config = config
     self.conv = nnx.Conv(2, config.features, (3, 3), rngs=rngs)
@@ -44,6 +44,7 @@ def toy_loss(intensity_weight: float = 1.0):
   def loss(a, b, fused):
     intensity = jnp.mean(jnp.abs(fused - jnp.maximum(a, b)))
     return intensity_weight * intensity, {"intensity": intensity}
+
   return loss
 
 
@@ -53,16 +54,20 @@ def toy_param_map(config: ToyConfig) -> mapping.ParamMap:
 
 
 TOY = registry.Family(
-    name="toyfuse",
-    model=ToyFusion,
-    variants={"toyfuse": ToyConfig, "toyfuse_tiny": ToyTinyConfig},
-    loss=toy_loss,
-    inference=registry.InferenceSpec(
-        y_convention="full", quantize_y=False, output="clip",
-        official_grey=lambda a, b: (color.opencv_grey(a), color.opencv_grey(b))),
-    torch=registry.TorchSpec(param_map=toy_param_map,
-                             config_fields=lambda state_dict: {
-                                 "features": state_dict["conv.weight"].shape[0]}),
+  name="toyfuse",
+  model=ToyFusion,
+  variants={"toyfuse": ToyConfig, "toyfuse_tiny": ToyTinyConfig},
+  loss=toy_loss,
+  inference=registry.InferenceSpec(
+    y_convention="full",
+    quantize_y=False,
+    output="clip",
+    official_grey=lambda a, b: (color.opencv_grey(a), color.opencv_grey(b)),
+  ),
+  torch=registry.TorchSpec(
+    param_map=toy_param_map,
+    config_fields=lambda state_dict: {"features": state_dict["conv.weight"].shape[0]},
+  ),
 )
 
 
@@ -87,7 +92,7 @@ def test_fuses_a_colour_pair_of_files(tmp_path):
   Image.fromarray(rgb).save(tmp_path / "b.png")
   fuser = fuse.model_fuser(models.init(0, "toyfuse_tiny"))
   assert fuser.name == "toyfuse"
-  out, = fuse.fuse_paths(fuser, tmp_path / "a.png", tmp_path / "b.png", tmp_path / "f.png")
+  (out,) = fuse.fuse_paths(fuser, tmp_path / "a.png", tmp_path / "b.png", tmp_path / "f.png")
   fused = np.asarray(Image.open(out))
   assert fused.shape == (20, 24, 3) and fused.dtype == np.uint8
 
@@ -111,10 +116,12 @@ def test_converts_pytorch_weights(tmp_path):
   params = models.init(3, ToyConfig(features=5))
   flat = dict(nnx.to_flat_state(params.state))
   torch_layout = lambda kernel: np.ascontiguousarray(np.asarray(kernel).transpose(3, 2, 0, 1))
-  state_dict = {"conv.weight": torch_layout(flat[("conv", "kernel")][...]),
-                "conv.bias": np.asarray(flat[("conv", "bias")][...]),
-                "head.weight": torch_layout(flat[("head", "kernel")][...]),
-                "head.bias": np.asarray(flat[("head", "bias")][...])}
+  state_dict = {
+    "conv.weight": torch_layout(flat[("conv", "kernel")][...]),
+    "conv.bias": np.asarray(flat[("conv", "bias")][...]),
+    "head.weight": torch_layout(flat[("head", "kernel")][...]),
+    "head.bias": np.asarray(flat[("head", "bias")][...]),
+  }
   safetensors.numpy.save_file(state_dict, tmp_path / "toy.safetensors")
   convert.main(["--input", str(tmp_path / "toy.safetensors"), "--output", str(tmp_path / "toy")])
   loaded = convert.load_params(tmp_path / "toy")

@@ -12,13 +12,15 @@ from flax import nnx
 from ml_collections import config_flags
 
 from fusionjax import config_lib, models
-from fusionjax.training import input as input_lib, optim, steps
+from fusionjax.training import input as input_lib
+from fusionjax.training import optim, steps
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG_FILES = sorted((REPO / "configs").glob("*.py"))
 TASK_CONFIGS = ("mambadfuse_med", "fusionmamba_med")  # these take task=ct|pet|spect
 CASES = [(path.stem, arg) for path in CONFIG_FILES for arg in (None, "tiny")] + [
-    (name, f"tiny,task={task}") for name in TASK_CONFIGS for task in ("pet", "spect")]
+  (name, f"tiny,task={task}") for name in TASK_CONFIGS for task in ("pet", "spect")
+]
 
 
 def load(name: str, arg: str | None) -> ml_collections.ConfigDict:
@@ -34,8 +36,13 @@ def abstract_parameter_count(model_config: str) -> int:
 
 def test_the_six_configs_exist_and_give_their_commands():
   assert {path.stem for path in CONFIG_FILES} == {
-      "mambadfuse_vif", "mambadfuse_med", "fusionmamba_vif", "fusionmamba_med",
-      "fusionmamba_gfp", "s4fusion_vif"}
+    "mambadfuse_vif",
+    "mambadfuse_med",
+    "fusionmamba_vif",
+    "fusionmamba_med",
+    "fusionmamba_gfp",
+    "s4fusion_vif",
+  }
   for path in CONFIG_FILES:
     assert f"python run.py --config=configs/{path.name}:tiny" in path.read_text()
 
@@ -61,8 +68,10 @@ def test_config_loads_and_builds(name, arg):
 
 def test_paper_sizes():
   """The paper-size configs build the papers' models (docs/architectures.md 1.8, 2.9, 3.8)."""
-  counts = {name: abstract_parameter_count(repr(load(name, None).model.to_dict()))
-            for name in ("mambadfuse_vif", "s4fusion_vif")}
+  counts = {
+    name: abstract_parameter_count(repr(load(name, None).model.to_dict()))
+    for name in ("mambadfuse_vif", "s4fusion_vif")
+  }
   assert counts["mambadfuse_vif"] == 1_347_271
   assert counts["s4fusion_vif"] == pytest.approx(3.56e6, rel=0.02)
 
@@ -71,16 +80,18 @@ def _parse_command_line(*argv: str):
   """The config that run.py's --config flag gives for these arguments."""
   argv = ["run.py", *argv]
   flag_values = flags.FlagValues()
-  config_flags.DEFINE_config_file("config", None, "", flag_values=flag_values, lock_config=True,
-                                  sys_argv=argv)
+  config_flags.DEFINE_config_file(
+    "config", None, "", flag_values=flag_values, lock_config=True, sys_argv=argv
+  )
   flag_values(argv)
   return flag_values.config
 
 
 def test_command_line_overrides_are_typed_and_locked():
   path = REPO / "configs" / "mambadfuse_med.py"
-  config = _parse_command_line(f"--config={path}:tiny,task=pet",
-                               "--config.optim.learning_rate=0.5", "--config.model.d_state=2")
+  config = _parse_command_line(
+    f"--config={path}:tiny,task=pet", "--config.optim.learning_rate=0.5", "--config.model.d_state=2"
+  )
   assert (config.optim.learning_rate, config.model.d_state) == (0.5, 2)
   assert config.data.dataset == "harvard/pet_mri"
   # A typo is an error naming the field it probably meant, not a new field.
@@ -115,15 +126,18 @@ def test_model_config_refuses_unknown_fields():
 def test_model_variant_is_chosen_by_name_without_mixing_defaults():
   """--config.model.name picks a variant: its own defaults, explicit fields on top."""
   path = REPO / "configs" / "fusionmamba_med.py"
-  config = config_lib.resolve(_parse_command_line(
-      f"--config={path}", "--config.model.name=fusionmamba_ct_mri"))
+  config = config_lib.resolve(
+    _parse_command_line(f"--config={path}", "--config.model.name=fusionmamba_ct_mri")
+  )
   ct_mri = dataclasses.asdict(models.resolve_config("fusionmamba_ct_mri")[1])
   assert config.model.to_dict() == {"name": "fusionmamba_ct_mri", **ct_mri}
   assert config.model.depths == (2, 2, 1, 2) and config.model.decoder_depths == (2, 1, 2, 2)
   # The tiny config's variant leaks nothing into another variant either.
-  config = config_lib.resolve(_parse_command_line(
-      f"--config={path}:tiny", "--config.model.name=fusionmamba_ct_mri",
-      "--config.model.d_state=8"))
+  config = config_lib.resolve(
+    _parse_command_line(
+      f"--config={path}:tiny", "--config.model.name=fusionmamba_ct_mri", "--config.model.d_state=8"
+    )
+  )
   assert config.model.to_dict() == {"name": "fusionmamba_ct_mri", **ct_mri, "d_state": 8}
   assert config.model.embed_dim == 96  # the tiny variant's 8 does not leak
 
@@ -133,8 +147,9 @@ def test_model_name_of_another_family_or_unknown_is_refused():
   with pytest.raises(config_lib.ConfigError, match="is a mambadfuse model but this config"):
     config_lib.resolve(_parse_command_line(f"--config={path}", "--config.model.name=mambadfuse"))
   with pytest.raises(config_lib.ConfigError, match="unknown model 'fusionmamba_ct'"):
-    config_lib.resolve(_parse_command_line(f"--config={path}",
-                                           "--config.model.name=fusionmamba_ct"))
+    config_lib.resolve(
+      _parse_command_line(f"--config={path}", "--config.model.name=fusionmamba_ct")
+    )
 
 
 def test_medical_smoke_runs_evaluate_on_pairs_they_did_not_train_on():

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SKIPPING_TESTS = '''
+SKIPPING_TESTS = """
 import pytest
 
 @pytest.mark.skipif(True, reason="parity fixtures not found")
@@ -26,14 +26,19 @@ def test_expected_failure():
 
 def test_passes():
   pass
-'''
+"""
 
 
 def _pytest_outcome(folder: Path, forbid: str) -> str:
   """The summary line of a pytest run over `folder` with FUSIONJAX_FORBID_SKIPS=`forbid`."""
   env = {**os.environ, "FUSIONJAX_FORBID_SKIPS": forbid}
-  result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           str(folder)], capture_output=True, text=True, env=env, cwd=folder)
+  result = subprocess.run(
+    [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(folder)],
+    capture_output=True,
+    text=True,
+    env=env,
+    cwd=folder,
+  )
   return result.stdout.strip().splitlines()[-1]
 
 

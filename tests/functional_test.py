@@ -21,23 +21,35 @@ OVERRIDES = dict(scan_impl="reference", m3_shared_gate=True)
 
 
 def _leaves_equal(p, q) -> bool:
-  return (jax.tree.structure(p) == jax.tree.structure(q)
-          and all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(p), jax.tree.leaves(q))))
+  return jax.tree.structure(p) == jax.tree.structure(q) and all(
+    np.array_equal(a, b) for a, b in zip(jax.tree.leaves(p), jax.tree.leaves(q))
+  )
 
 
 def test_importing_models_registers_every_model():
   # In a fresh interpreter, so that no other fusionjax module has imported a model file.
   names = subprocess.run(
-      [sys.executable, "-c", "import fusionjax.models as m; print(' '.join(m.names()))"],
-      check=True, capture_output=True, text=True).stdout.split()
-  assert {"mambadfuse", "mambadfuse_tiny", "fusionmamba", "fusionmamba_ct_mri",
-          "fusionmamba_tiny", "s4fusion", "s4fusion_tiny"} <= set(names)
+    [sys.executable, "-c", "import fusionjax.models as m; print(' '.join(m.names()))"],
+    check=True,
+    capture_output=True,
+    text=True,
+  ).stdout.split()
+  assert {
+    "mambadfuse",
+    "mambadfuse_tiny",
+    "fusionmamba",
+    "fusionmamba_ct_mri",
+    "fusionmamba_tiny",
+    "s4fusion",
+    "s4fusion_tiny",
+  } <= set(names)
 
 
 def test_init_accepts_name_dataclass_and_configdict():
   by_dataclass = models.init(0, mambadfuse.TinyConfig(**OVERRIDES))
   by_configdict = models.init(
-      0, ml_collections.ConfigDict({"name": "mambadfuse_tiny", **OVERRIDES}))
+    0, ml_collections.ConfigDict({"name": "mambadfuse_tiny", **OVERRIDES})
+  )
   by_mapping = models.init(jax.random.key(0), {"name": "mambadfuse_tiny", **OVERRIDES})
   assert _leaves_equal(by_dataclass, by_configdict)
   assert _leaves_equal(by_dataclass, by_mapping)
@@ -56,9 +68,13 @@ def test_build_and_init_agree():
 @pytest.mark.parametrize("name", ["mambadfuse_tiny", "fusionmamba_tiny", "s4fusion_tiny"])
 def test_config_scan_impl_reaches_every_scan_and_survives_split_merge(name):
   model = nnx.eval_shape(
-      lambda: models.build({"name": name, "scan_impl": "chunked"}, rngs=nnx.Rngs(0)))
-  scan_impls = lambda m: [node.scan_impl for _, node in nnx.iter_modules(m)
-                          if isinstance(node, (SelectiveSSM, SelectiveScanBranch))]
+    lambda: models.build({"name": name, "scan_impl": "chunked"}, rngs=nnx.Rngs(0))
+  )
+  scan_impls = lambda m: [
+    node.scan_impl
+    for _, node in nnx.iter_modules(m)
+    if isinstance(node, (SelectiveSSM, SelectiveScanBranch))
+  ]
   assert scan_impls(model) and set(scan_impls(model)) == {"chunked"}
   graphdef, state = nnx.split(model)
   assert set(scan_impls(nnx.merge(graphdef, state))) == {"chunked"}
@@ -90,8 +106,9 @@ def test_params_are_a_pytree_of_arrays():
   rebuilt = jax.tree.unflatten(treedef, leaves)
   assert isinstance(rebuilt, models.Params) and rebuilt.graphdef == params.graphdef
   doubled = jax.tree.map(lambda x: 2 * x, params)
-  np.testing.assert_array_equal(doubled.state["conv_last3"]["bias"][...],
-                                2 * params.state["conv_last3"]["bias"][...])
+  np.testing.assert_array_equal(
+    doubled.state["conv_last3"]["bias"][...], 2 * params.state["conv_last3"]["bias"][...]
+  )
 
 
 def test_apply_under_jit_and_grad():

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from fusionjax import convert, models
-from fusionjax.training import checkpointing, input as train_input, reports, state
+from fusionjax.training import checkpointing, reports, state
+from fusionjax.training import input as train_input
 
 LEGACY = pathlib.Path(__file__).parent / "fixtures" / "legacy"
 
@@ -24,8 +25,9 @@ def inputs():
 def test_converted_weights_load_to_the_same_outputs(name, inputs):
   params = convert.load_params(LEGACY / "params" / name)
   fused = np.asarray(models.apply(params, *inputs))
-  np.testing.assert_allclose(fused, np.load(LEGACY / "params" / name / "fused.npy"),
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    fused, np.load(LEGACY / "params" / name / "fused.npy"), rtol=1e-5, atol=1e-5
+  )
 
 
 @pytest.fixture
@@ -40,16 +42,18 @@ def test_training_checkpoint_restores_the_ema_model(legacy_run, inputs):
   config, workdir = legacy_run
   model, step = reports.load_model(config, workdir, "latest")
   assert step == 2
-  np.testing.assert_allclose(np.asarray(model(*inputs)),
-                             np.load(LEGACY / "run" / "fused_ema.npy"), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    np.asarray(model(*inputs)), np.load(LEGACY / "run" / "fused_ema.npy"), rtol=1e-5, atol=1e-5
+  )
 
 
 def test_training_checkpoint_restores_every_item_for_resuming(legacy_run):
   config, workdir = legacy_run
   _, fresh = state.create(config)
   batches = train_input.train_batches(config)
-  with checkpointing.RunCheckpoints(workdir / "checkpoints", config.ckpt,
-                                    create=False) as checkpoints:
+  with checkpointing.RunCheckpoints(
+    workdir / "checkpoints", config.ckpt, create=False
+  ) as checkpoints:
     restored = checkpoints.restore(2, fresh, batches)
   assert int(state.step(restored)) == 2
   assert restored.ema is not None

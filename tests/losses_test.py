@@ -21,7 +21,7 @@ def _images(seed: int, shape=(2, 40, 36, 1)) -> np.ndarray:
 
 def _window(size: int) -> np.ndarray:
   """pytorch-ssim's window: Gaussian (sigma 1.5) centred on size // 2, normalised."""
-  profile = np.exp(-(np.arange(size) - size // 2) ** 2 / (2 * 1.5**2))
+  profile = np.exp(-((np.arange(size) - size // 2) ** 2) / (2 * 1.5**2))
   return np.outer(profile, profile) / profile.sum() ** 2
 
 
@@ -47,7 +47,7 @@ def _ms_ssim_reference(x: np.ndarray, y: np.ndarray) -> float:
     ssims.append(np.mean([v[0] for v in values]))
     css.append(np.mean([v[1] for v in values]))
     height, width = x.shape[1] // 2, x.shape[2] // 2
-    pool = lambda im: im[:, :2 * height, :2 * width].reshape(-1, height, 2, width, 2).mean((2, 4))
+    pool = lambda im: im[:, : 2 * height, : 2 * width].reshape(-1, height, 2, width, 2).mean((2, 4))
     x, y = pool(x), pool(y)
   weights = np.array([0.0448, 0.2856, 0.3001, 0.2363, 0.1333])
   ssim_powers = ((np.array(ssims) + 1) / 2) ** weights
@@ -64,8 +64,12 @@ def test_sobel_gradient_of_a_ramp():
 
 def test_ssim_matches_scipy_reference():
   x, y = _images(0), _images(1)
-  expected = np.mean([_ssim_and_cs(xi[..., 0].astype(np.float64), yi[..., 0].astype(np.float64),
-                                   _window(11), 5)[0] for xi, yi in zip(x, y)])
+  expected = np.mean(
+    [
+      _ssim_and_cs(xi[..., 0].astype(np.float64), yi[..., 0].astype(np.float64), _window(11), 5)[0]
+      for xi, yi in zip(x, y)
+    ]
+  )
   assert float(losses.ssim(x, y)) == pytest.approx(expected, abs=1e-5)
   assert float(losses.ssim(x, x)) == pytest.approx(1.0, abs=1e-6)
 
@@ -98,8 +102,9 @@ def test_mambadfuse_loss_terms_and_weights(weighting):
   weight_a = detail_a / (detail_a + detail_b) if weighting == "gradient" else 0.5
   expected_ssim = 1 - (weight_a * losses.ssim(a, fused) + (1 - weight_a) * losses.ssim(b, fused))
   assert float(terms["ssim"]) == pytest.approx(float(expected_ssim), abs=1e-6)
-  assert float(terms["intensity"]) == pytest.approx(np.mean(np.abs(fused - np.maximum(a, b))),
-                                                    rel=1e-5)
+  assert float(terms["intensity"]) == pytest.approx(
+    np.mean(np.abs(fused - np.maximum(a, b))), rel=1e-5
+  )
   expected_total = 2 * terms["intensity"] + 3 * terms["gradient"] + 5 * terms["ssim"]
   assert float(total) == pytest.approx(float(expected_total), rel=1e-6)
 
@@ -119,12 +124,14 @@ def test_fusionmamba_loss_terms_and_clamp():
   fused = _images(12) * 1.6 - 0.3  # partly outside [0, 1]
   total, terms = losses.fusionmamba_loss(a, b, fused, **WEIGHTS)
   clamped = np.clip(fused, 0, 1)
-  assert float(terms["intensity"]) == pytest.approx(np.mean((clamped - np.maximum(a, b)) ** 2),
-                                                    rel=1e-5)
+  assert float(terms["intensity"]) == pytest.approx(
+    np.mean((clamped - np.maximum(a, b)) ** 2), rel=1e-5
+  )
   expected_ssim = 1 - 0.5 * (_ms_ssim_reference(clamped, a) + _ms_ssim_reference(clamped, b))
   assert float(terms["ssim"]) == pytest.approx(expected_ssim, abs=1e-5)
-  assert float(total) == pytest.approx(float(losses.fusionmamba_loss(a, b, clamped, **WEIGHTS)[0]),
-                                       rel=1e-6)
+  assert float(total) == pytest.approx(
+    float(losses.fusionmamba_loss(a, b, clamped, **WEIGHTS)[0]), rel=1e-6
+  )
   # The clamp stops the gradient at pixels outside [0, 1], as torch.clamp does.
   grad = jax.grad(lambda f: losses.fusionmamba_loss(a, b, f, **WEIGHTS)[0])(fused)
   outside = (fused < 0) | (fused > 1)

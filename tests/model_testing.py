@@ -59,9 +59,10 @@ def fill_random(model: nnx.Module, seed: int) -> nnx.Module:
   _materialise_rng_state(model, seed)
   rng = np.random.default_rng(seed)
   flat = nnx.to_flat_state(nnx.state(model, (nnx.Param, nnx.BatchStat)))
-  values = {path: type(var)(jnp.asarray(_init_like(str(path[-1]), tuple(var.shape), rng),
-                                        jnp.float32))
-            for path, var in flat}
+  values = {
+    path: type(var)(jnp.asarray(_init_like(str(path[-1]), tuple(var.shape), rng), jnp.float32))
+    for path, var in flat
+  }
   nnx.update(model, nnx.from_flat_state(values))
   return model
 

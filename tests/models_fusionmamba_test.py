@@ -26,9 +26,10 @@ from PIL import Image
 
 from fusionjax import convert
 from fusionjax.convert import mapping as torch_mapping
-from fusionjax.models import fusionmamba, registry
 from fusionjax.layers.ldc import LDC
 from fusionjax.layers.vss import DVSSBlock
+from fusionjax.models import fusionmamba, registry
+
 from model_testing import build, fast_jit, param_count
 
 
@@ -40,8 +41,8 @@ def _smallest_config(**overrides):
 
 # config -> (all official parameters, trainable ones, official state_dict tensors)
 OFFICIAL_COUNTS = {
-    "paper": (fusionmamba.Config(), 225_419_541, 164_538_645, 1039),
-    "ct_mri": (fusionmamba.CtMriConfig(), 141_934_037, 102_286_805, 559),
+  "paper": (fusionmamba.Config(), 225_419_541, 164_538_645, 1039),
+  "ct_mri": (fusionmamba.CtMriConfig(), 141_934_037, 102_286_805, 559),
 }
 
 
@@ -73,56 +74,205 @@ self_attention_cross_spatial.conv.weight""".split()
 # PyTorch on one input: weight (2, 3, 3, 3), learnable_mask (2, 3), x (1, 3, 4, 5) ->
 # y (1, 2, 4, 5).
 LDC_WEIGHT = [
-    -0.0014408, 0.1032386, -0.1583951, -0.1416315, -0.074123, 0.0516069, -0.003813, 0.1525916,
-    -0.0170788, 0.0509247, -0.0581609, -0.037829, -0.1838569, -0.1274562, -0.0793324, 0.007129,
-    0.0760823, 0.1154744, -0.1304698, -0.0838049, 0.0699012, 0.1598082, -0.0396063, 0.1440127,
-    -0.0310198, 0.0203639, 0.174259, -0.1785302, -0.1211546, -0.0487217, -0.075017, 0.166277,
-    -0.1247422, -0.0885911, -0.1344534, -0.1802412, -0.1123409, 0.1654297, 0.0858748, 0.0932753,
-    0.0101213, -0.098666, 0.0325596, -0.1796896, -0.1390579, -0.0992138, 0.1214241, 0.1128376,
-    -0.0853507, -0.0069441, 0.1230835, 0.191321, 0.07638, 0.0259986]
+  -0.0014408,
+  0.1032386,
+  -0.1583951,
+  -0.1416315,
+  -0.074123,
+  0.0516069,
+  -0.003813,
+  0.1525916,
+  -0.0170788,
+  0.0509247,
+  -0.0581609,
+  -0.037829,
+  -0.1838569,
+  -0.1274562,
+  -0.0793324,
+  0.007129,
+  0.0760823,
+  0.1154744,
+  -0.1304698,
+  -0.0838049,
+  0.0699012,
+  0.1598082,
+  -0.0396063,
+  0.1440127,
+  -0.0310198,
+  0.0203639,
+  0.174259,
+  -0.1785302,
+  -0.1211546,
+  -0.0487217,
+  -0.075017,
+  0.166277,
+  -0.1247422,
+  -0.0885911,
+  -0.1344534,
+  -0.1802412,
+  -0.1123409,
+  0.1654297,
+  0.0858748,
+  0.0932753,
+  0.0101213,
+  -0.098666,
+  0.0325596,
+  -0.1796896,
+  -0.1390579,
+  -0.0992138,
+  0.1214241,
+  0.1128376,
+  -0.0853507,
+  -0.0069441,
+  0.1230835,
+  0.191321,
+  0.07638,
+  0.0259986,
+]
 LDC_MASK = [1.3302519, 0.6261109, 1.4074697, 1.319927, 1.4201034, 0.6166452]
 LDC_X = [
-    0.1643915, 0.7379194, 0.0332646, 0.9941847, 0.6064286, 0.5645713, 0.0724122, 0.659339,
-    0.7150058, 0.5793276, 0.9809269, 0.6501586, 0.0566339, 0.9201117, 0.6697648, 0.2614731,
-    0.0407152, 0.7850358, 0.9751613, 0.0903443, 0.5273253, 0.6793862, 0.2638807, 0.3905963,
-    0.1661351, 0.263616, 0.0441664, 0.488412, 0.7964629, 0.7431865, 0.9697042, 0.0608736,
-    0.438479, 0.986815, 0.5818747, 0.3590012, 0.0496951, 0.7326722, 0.8795862, 0.900937,
-    0.9185794, 0.5978886, 0.856369, 0.3741426, 0.9060595, 0.4572209, 0.3968909, 0.2514558,
-    0.7662155, 0.7023026, 0.8180408, 0.1804658, 0.2341502, 0.9731621, 0.2224794, 0.2148411,
-    0.3662197, 0.3383952, 0.1599646, 0.9040673]
+  0.1643915,
+  0.7379194,
+  0.0332646,
+  0.9941847,
+  0.6064286,
+  0.5645713,
+  0.0724122,
+  0.659339,
+  0.7150058,
+  0.5793276,
+  0.9809269,
+  0.6501586,
+  0.0566339,
+  0.9201117,
+  0.6697648,
+  0.2614731,
+  0.0407152,
+  0.7850358,
+  0.9751613,
+  0.0903443,
+  0.5273253,
+  0.6793862,
+  0.2638807,
+  0.3905963,
+  0.1661351,
+  0.263616,
+  0.0441664,
+  0.488412,
+  0.7964629,
+  0.7431865,
+  0.9697042,
+  0.0608736,
+  0.438479,
+  0.986815,
+  0.5818747,
+  0.3590012,
+  0.0496951,
+  0.7326722,
+  0.8795862,
+  0.900937,
+  0.9185794,
+  0.5978886,
+  0.856369,
+  0.3741426,
+  0.9060595,
+  0.4572209,
+  0.3968909,
+  0.2514558,
+  0.7662155,
+  0.7023026,
+  0.8180408,
+  0.1804658,
+  0.2341502,
+  0.9731621,
+  0.2224794,
+  0.2148411,
+  0.3662197,
+  0.3383952,
+  0.1599646,
+  0.9040673,
+]
 LDC_Y = [
-    0.1439806, 0.0597303, 0.2166806, 0.4676502, -0.1146574, 0.0390392, 0.0645785, 0.0374071,
-    -0.021861, -0.2221529, -0.0185134, -0.2871469, 0.1272067, 0.0876501, -0.2972405, -0.1408108,
-    -0.0795866, -0.2980997, -0.4907642, -0.4940486, -0.1470636, 0.07648, -0.4608364, -0.1776022,
-    0.0095205, 0.062546, -0.1574905, -0.4251185, -0.3374707, -0.150225, 0.1419269, -0.2154787,
-    -0.4782953, -0.2124151, -0.1964555, 0.2293949, -0.4766445, 0.0614309, 0.3424454, -0.3106924]
+  0.1439806,
+  0.0597303,
+  0.2166806,
+  0.4676502,
+  -0.1146574,
+  0.0390392,
+  0.0645785,
+  0.0374071,
+  -0.021861,
+  -0.2221529,
+  -0.0185134,
+  -0.2871469,
+  0.1272067,
+  0.0876501,
+  -0.2972405,
+  -0.1408108,
+  -0.0795866,
+  -0.2980997,
+  -0.4907642,
+  -0.4940486,
+  -0.1470636,
+  0.07648,
+  -0.4608364,
+  -0.1776022,
+  0.0095205,
+  0.062546,
+  -0.1574905,
+  -0.4251185,
+  -0.3374707,
+  -0.150225,
+  0.1419269,
+  -0.2154787,
+  -0.4782953,
+  -0.2124151,
+  -0.1964555,
+  0.2293949,
+  -0.4766445,
+  0.0614309,
+  0.3424454,
+  -0.3106924,
+]
 
 
 def _official_tensor_names(config):
   """Every state_dict name of the official VSSM_Fusion(config), from the lists above."""
-  names = [f"patch_embed{i}.{t}" for i in (1, 2)
-           for t in ("proj.weight", "proj.bias", "norm.weight", "norm.bias")]
+  names = [
+    f"patch_embed{i}.{t}"
+    for i in (1, 2)
+    for t in ("proj.weight", "proj.bias", "norm.weight", "norm.bias")
+  ]
   levels = len(config.depths)
   for level, depth in enumerate(config.depths):
     names += [f"layers.{level}.blocks.{b}.{t}" for b in range(depth) for t in DVSS_TENSORS]
     if level < levels - 1:
-      names += [f"layers.{level}.downsample.{t}"
-                for t in ("norm.weight", "norm.bias", "reduction.weight")]
+      names += [
+        f"layers.{level}.downsample.{t}" for t in ("norm.weight", "norm.bias", "reduction.weight")
+      ]
   for stage, depth in enumerate(config.decoder_depths):
     names += [f"layers_up.{stage}.blocks.{b}.{t}" for b in range(depth) for t in DVSS_TENSORS]
     if stage:
-      names += [f"layers_up.{stage}.upsample.{t}"
-                for t in ("expand.weight", "norm.weight", "norm.bias")]
+      names += [
+        f"layers_up.{stage}.upsample.{t}" for t in ("expand.weight", "norm.weight", "norm.bias")
+      ]
   names += [f"Cross_block.{level}.{t}" for level in range(levels) for t in CMFM_TENSORS]
-  return names + ["final_up.expand.weight", "final_up.norm.weight", "final_up.norm.bias",
-                  "final_conv.weight", "final_conv.bias"]
+  return names + [
+    "final_up.expand.weight",
+    "final_up.norm.weight",
+    "final_up.norm.bias",
+    "final_conv.weight",
+    "final_conv.bias",
+  ]
 
 
 def _trainable_and_frozen(model):
   """(nnx.Param count, official frozen-mask count = one LDC-kernel-sized mask per LDC)."""
-  frozen = sum(int(np.prod(var.shape)) for path, var in
-               nnx.to_flat_state(nnx.state(model, nnx.Param))
-               if path[-1] == "kernel" and path[-2] in ("ldc", "texture_p", "texture_q"))
+  frozen = sum(
+    int(np.prod(var.shape))
+    for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param))
+    if path[-1] == "kernel" and path[-2] in ("ldc", "texture_p", "texture_q")
+  )
   return param_count(model), frozen
 
 
@@ -131,20 +281,29 @@ def test_parameter_counts_are_officials():
   encoder and in the decoder), so it is the CT-MRI count plus 16 such blocks. (Building the
   paper model abstractly takes ~30 s on CI, quadratic in its 887 RNG draws; its tensor list is
   checked name by name below.)"""
-  ct_mri = nnx.eval_shape(lambda: fusionmamba.FusionMamba(fusionmamba.CtMriConfig(),
-                                                           rngs=nnx.Rngs(0)))
-  block = nnx.eval_shape(lambda: DVSSBlock(384, d_state=16, expand=2, mlp_ratio=4.0,
-                                           drop_path_rate=0.0, rngs=nnx.Rngs(0)))
-  (_, ct_total, ct_trainable, _), (_, total, trainable, _) = (OFFICIAL_COUNTS["ct_mri"],
-                                                              OFFICIAL_COUNTS["paper"])
+  ct_mri = nnx.eval_shape(
+    lambda: fusionmamba.FusionMamba(fusionmamba.CtMriConfig(), rngs=nnx.Rngs(0))
+  )
+  block = nnx.eval_shape(
+    lambda: DVSSBlock(
+      384, d_state=16, expand=2, mlp_ratio=4.0, drop_path_rate=0.0, rngs=nnx.Rngs(0)
+    )
+  )
+  (_, ct_total, ct_trainable, _), (_, total, trainable, _) = (
+    OFFICIAL_COUNTS["ct_mri"],
+    OFFICIAL_COUNTS["paper"],
+  )
   ct_params, ct_frozen = _trainable_and_frozen(ct_mri)
   assert (ct_params, ct_params + ct_frozen) == (ct_trainable, ct_total)
   block_params, block_frozen = _trainable_and_frozen(block)
   assert ct_params + 16 * block_params == trainable
   assert ct_params + ct_frozen + 16 * (block_params + block_frozen) == total
   paper = fusionmamba.Config()
-  assert sum(paper.depths) + sum(paper.decoder_depths) == sum(fusionmamba.CtMriConfig().depths) \
-      + sum(fusionmamba.CtMriConfig().decoder_depths) + 16 and paper.dims[2] == 384
+  assert (
+    sum(paper.depths) + sum(paper.decoder_depths)
+    == sum(fusionmamba.CtMriConfig().depths) + sum(fusionmamba.CtMriConfig().decoder_depths) + 16
+    and paper.dims[2] == 384
+  )
 
 
 @pytest.mark.parametrize("variant", sorted(OFFICIAL_COUNTS))
@@ -159,12 +318,18 @@ def test_torch_map_names_every_official_tensor_once(variant):
 
 def test_ldc_loaded_from_official_layout_reproduces_official_output():
   conv = nnx.eval_shape(lambda: LDC(3, 2, rngs=nnx.Rngs(0)))
-  state_dict = {"ldc.conv.weight": np.reshape(LDC_WEIGHT, (2, 3, 3, 3)),
-                "ldc.learnable_mask": np.reshape(LDC_MASK, (2, 3)),
-                "ldc.learnable_theta": np.array([0.3]),
-                "ldc.base_mask": np.ones((2, 3, 3, 3))}
-  torch_mapping.load_mapped(conv, state_dict, torch_mapping.ldc_entries((), "ldc"),
-                            ignored={"ldc.base_mask": lambda m: bool(np.all(m == 1))})
+  state_dict = {
+    "ldc.conv.weight": np.reshape(LDC_WEIGHT, (2, 3, 3, 3)),
+    "ldc.learnable_mask": np.reshape(LDC_MASK, (2, 3)),
+    "ldc.learnable_theta": np.array([0.3]),
+    "ldc.base_mask": np.ones((2, 3, 3, 3)),
+  }
+  torch_mapping.load_mapped(
+    conv,
+    state_dict,
+    torch_mapping.ldc_entries((), "ldc"),
+    ignored={"ldc.base_mask": lambda m: bool(np.all(m == 1))},
+  )
   x = jnp.asarray(np.reshape(LDC_X, (1, 3, 4, 5)).transpose(0, 2, 3, 1), jnp.float32)
   want = np.reshape(LDC_Y, (1, 2, 4, 5)).transpose(0, 2, 3, 1)
   np.testing.assert_allclose(conv(x), want, atol=2e-6)
@@ -175,11 +340,14 @@ def test_convert_checks_names_and_the_frozen_masks():
   model = build(fusionmamba.FusionMamba, config)
   shapes = {path: var.shape for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param))}
   torch_shape = lambda shape: shape[::-1]  # right for vectors and square Linears only
-  state_dict = {name: np.zeros(torch_shape(shapes[path]), np.float32)
-                for path, (name, _) in fusionmamba.torch_param_map(config).items()}
+  state_dict = {
+    name: np.zeros(torch_shape(shapes[path]), np.float32)
+    for path, (name, _) in fusionmamba.torch_param_map(config).items()
+  }
   state_dict |= {name: np.full((3, 3), 2.0) for name in fusionmamba.frozen_masks(config)}
-  with pytest.raises(convert.ConversionError,
-                     match="6 ignored tensors failing their check: .*base_mask"):
+  with pytest.raises(
+    convert.ConversionError, match="6 ignored tensors failing their check: .*base_mask"
+  ):
     convert.convert(state_dict, "fusionmamba", config)
   del state_dict["Cross_block.1.self_attention_cross.in_proj2.weight"]
   with pytest.raises(convert.ConversionError, match="missing from the state_dict.*in_proj2"):
@@ -255,11 +423,16 @@ def test_gradients_are_finite_and_reach_every_used_parameter(odd_inputs):
   model = build(fusionmamba.FusionMamba, _chunked)
   model.eval()
   loss = lambda m: jnp.mean((m(*odd_inputs) - 0.5) ** 2)
-  grads = {path: np.asarray(g[...])  # numpy: no per-shape compiles
-           for path, g in nnx.to_flat_state(fast_jit(nnx.grad(loss))(model))}
+  grads = {
+    path: np.asarray(g[...])  # numpy: no per-shape compiles
+    for path, g in nnx.to_flat_state(fast_jit(nnx.grad(loss))(model))
+  }
   assert all(np.isfinite(g).all() for g in grads.values())
-  unused = {path for path in grads
-            if path[:2] == ("fusion", 0) or (path[0] == "fusion" and "unused_conv" in path)}
+  unused = {
+    path
+    for path in grads
+    if path[:2] == ("fusion", 0) or (path[0] == "fusion" and "unused_conv" in path)
+  }
   zero = {path for path, g in grads.items() if not g.any()}
   assert zero == unused
 
@@ -274,8 +447,9 @@ CASES = (("ct_mri", "16009"), ("pet_mri", "25015"), ("ivf", "FLIR_00211"))
 FIXTURE_CONFIG = fusionmamba.Config(embed_dim=24, depths=(2, 2, 1, 2), decoder_depths=(2, 1, 2, 2))
 RAW_TOLERANCE = 1e-4
 needs_shared = pytest.mark.skipif(
-    not (WEIGHTS.is_file() and REFERENCE.is_dir()),
-    reason=f"FusionMamba parity fixtures not found under {SHARED}")
+  not (WEIGHTS.is_file() and REFERENCE.is_dir()),
+  reason=f"FusionMamba parity fixtures not found under {SHARED}",
+)
 
 
 def _nhwc(array):
@@ -331,27 +505,29 @@ def test_stage_activations_match_official(official):
   layouts = {entry["key"]: entry["layout"] for entry in index["activations"]}
   act = lambda key: jnp.asarray(activations[f"{key}#out0"])
   a, b = (_nhwc(np.load(REFERENCE / "activations" / f"input_{x}.npy")) for x in ("A", "B"))
-  np.testing.assert_array_equal(np.load(REFERENCE / "activations" / "output.npy"),
-                                np.load(REFERENCE / "ct_mri" / "16009_out_raw.npy"))
+  np.testing.assert_array_equal(
+    np.load(REFERENCE / "activations" / "output.npy"),
+    np.load(REFERENCE / "ct_mri" / "16009_out_raw.npy"),
+  )
 
   @fast_jit
   def stages(m, a, b):
     return {
-        "patch_embed1#call0": m.embed_a(a),
-        "patch_embed2#call0": m.embed_b(b),
-        "layers.0.blocks.0#call0": m.encoder[0].blocks[0](act("patch_embed1#call0")),
-        "layers.0#call0": m.encoder[0](act("patch_embed1#call0")),
-        "layers.1.blocks.0#call0": m.encoder[1].blocks[0](act("layers.0#call0")),
-        "layers.1#call1": m.encoder[1](act("layers.0#call1")),
-        "layers.2#call0": m.encoder[2](act("layers.1#call0")),
-        "layers.3#call1": m.encoder[3](act("layers.2#call1")),
-        "Cross_block.0#call0": m.fusion[0](act("patch_embed1#call0"), act("patch_embed2#call0")),
-        "Cross_block.2#call0": m.fusion[2](act("layers.1#call0"), act("layers.1#call1")),
-        "layers_up.0#call0": m.decoder[0](act("layers.3#call0") + act("layers.3#call1")),
-        "layers_up.1#call0": m.decoder[1](act("layers_up.0#call0") + act("Cross_block.3#call0")),
-        "layers_up.3#call0": m.decoder[3](act("layers_up.2#call0") + act("Cross_block.1#call0")),
-        "final_up#call0": m.head_expand(act("layers_up.3#call0")),
-        "final_conv#call0": m.head_conv(act("final_up#call0")),
+      "patch_embed1#call0": m.embed_a(a),
+      "patch_embed2#call0": m.embed_b(b),
+      "layers.0.blocks.0#call0": m.encoder[0].blocks[0](act("patch_embed1#call0")),
+      "layers.0#call0": m.encoder[0](act("patch_embed1#call0")),
+      "layers.1.blocks.0#call0": m.encoder[1].blocks[0](act("layers.0#call0")),
+      "layers.1#call1": m.encoder[1](act("layers.0#call1")),
+      "layers.2#call0": m.encoder[2](act("layers.1#call0")),
+      "layers.3#call1": m.encoder[3](act("layers.2#call1")),
+      "Cross_block.0#call0": m.fusion[0](act("patch_embed1#call0"), act("patch_embed2#call0")),
+      "Cross_block.2#call0": m.fusion[2](act("layers.1#call0"), act("layers.1#call1")),
+      "layers_up.0#call0": m.decoder[0](act("layers.3#call0") + act("layers.3#call1")),
+      "layers_up.1#call0": m.decoder[1](act("layers_up.0#call0") + act("Cross_block.3#call0")),
+      "layers_up.3#call0": m.decoder[3](act("layers_up.2#call0") + act("Cross_block.1#call0")),
+      "final_up#call0": m.head_expand(act("layers_up.3#call0")),
+      "final_conv#call0": m.head_conv(act("final_up#call0")),
     }
 
   got = {key: np.asarray(value) for key, value in stages(official.module(), a, b).items()}

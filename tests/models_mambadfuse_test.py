@@ -17,22 +17,34 @@ from flax import nnx
 from PIL import Image
 
 from fusionjax import convert, models
-from fusionjax.models import mambadfuse
 from fusionjax.layers.mamba import (
-    M3Block, Mamba, MultiModalMamba, SelectiveScanBranch, exchange_even_channels,
-    run_residual_stack)
+  M3Block,
+  Mamba,
+  MultiModalMamba,
+  SelectiveScanBranch,
+  exchange_even_channels,
+  run_residual_stack,
+)
+from fusionjax.models import mambadfuse
+
 from model_testing import with_scan_impl
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 WEIGHTS = SHARED / "weights" / "mambadfuse" / "random_init_seed0.safetensors"
 REFERENCE = SHARED / "reference" / "mambadfuse"
 TASKS = ("ivf", "ct_mri", "pet_mri", "spect_mri")
-PAIRS = sorted((task, p.name[: -len(".json")]) for task in TASKS
-               for p in (REFERENCE / task).glob("*.json")) if REFERENCE.is_dir() else []
+PAIRS = (
+  sorted(
+    (task, p.name[: -len(".json")]) for task in TASKS for p in (REFERENCE / task).glob("*.json")
+  )
+  if REFERENCE.is_dir()
+  else []
+)
 needs_shared = pytest.mark.skipif(
-    not (WEIGHTS.is_file() and REFERENCE.is_dir()),
-    reason=f"parity fixtures not found under {SHARED} (shared/weights/mambadfuse and "
-           "shared/reference/mambadfuse)")
+  not (WEIGHTS.is_file() and REFERENCE.is_dir()),
+  reason=f"parity fixtures not found under {SHARED} (shared/weights/mambadfuse and "
+  "shared/reference/mambadfuse)",
+)
 
 OFFICIAL_PARAMETERS = 1_347_271
 RAW_TOLERANCE = 1e-4
@@ -102,28 +114,42 @@ def _teacher_forced_stages(model, ref, a, b):
   lrelu = mambadfuse.lrelu
   out = {}
   for call, x in ((0, a), (1, b)):
-    c1, l1, c2, l2 = (f"{m}#call{n}#out0" for m, n in (
-        ("low_level_feature_extraction1", call), ("lrelu", 2 * call),
-        ("low_level_feature_extraction2", call), ("lrelu", 2 * call + 1)))
+    c1, l1, c2, l2 = (
+      f"{m}#call{n}#out0"
+      for m, n in (
+        ("low_level_feature_extraction1", call),
+        ("lrelu", 2 * call),
+        ("low_level_feature_extraction2", call),
+        ("lrelu", 2 * call + 1),
+      )
+    )
     out[c1] = model.low_level_feature_extraction1(x)
     out[l1] = lrelu(ref[c1])
     out[c2] = model.low_level_feature_extraction2(ref[l1])
     out[l2] = lrelu(ref[c2])
     out[f"patch_embed#call{call}#out0"] = model.patch_embed(ref[l2])
-  for name, embed in (("high_level_feature_extraction1", "patch_embed#call0#out0"),
-                      ("high_level_feature_extraction2", "patch_embed#call1#out0")):
+  for name, embed in (
+    ("high_level_feature_extraction1", "patch_embed#call0#out0"),
+    ("high_level_feature_extraction2", "patch_embed#call1#out0"),
+  ):
     stack, tokens = getattr(model, name), ref[embed]
     out[f"{name}#call0#out0"], out[f"{name}#call0#out1"] = run_residual_stack(stack, tokens)
   first_block, tokens = model.high_level_feature_extraction1[0], ref["patch_embed#call0#out0"]
   out["high_level_feature_extraction1.0.encoder#call0#out0"] = first_block.encoder(
-      first_block.norm(tokens))
-  (out["high_level_feature_extraction1.0#call0#out0"],
-   out["high_level_feature_extraction1.0#call0#out1"]) = first_block(tokens, jnp.zeros_like(tokens))
-  stage_inputs = [ref[f"high_level_feature_extraction{i}#call0#out{j}"]
-                  for j, i in ((0, 1), (0, 2), (1, 1), (1, 2))]
+    first_block.norm(tokens)
+  )
+  (
+    out["high_level_feature_extraction1.0#call0#out0"],
+    out["high_level_feature_extraction1.0#call0#out1"],
+  ) = first_block(tokens, jnp.zeros_like(tokens))
+  stage_inputs = [
+    ref[f"high_level_feature_extraction{i}#call0#out{j}"]
+    for j, i in ((0, 1), (0, 2), (1, 1), (1, 2))
+  ]
   first = model.channel_exchange[0]
-  swapped, _ = exchange_even_channels(first.norm1(stage_inputs[0] + stage_inputs[2]),
-                                      first.norm2(stage_inputs[1] + stage_inputs[3]))
+  swapped, _ = exchange_even_channels(
+    first.norm1(stage_inputs[0] + stage_inputs[2]), first.norm2(stage_inputs[1] + stage_inputs[3])
+  )
   out["channel_exchange1.I1encoder#call0#out0"] = first.I1encoder(swapped)
   for k, stage in enumerate(model.channel_exchange, start=1):
     for j, value in enumerate(stage(*stage_inputs)):
@@ -140,16 +166,18 @@ def _teacher_forced_stages(model, ref, a, b):
   block = model.M3_block[0]
   twice = lambda norm, x: norm(norm(x))
   out["M3_block1.multi_modal_mamba_block#call0#out0"] = block.multi_modal_mamba_block(
-      twice(block.norm1, fusion), twice(block.norm2, tokens2), twice(block.norm3, tokens1))
+    twice(block.norm1, fusion), twice(block.norm2, tokens2), twice(block.norm3, tokens1)
+  )
   residual = jnp.zeros_like(fusion)
   for k, block in enumerate(model.M3_block, start=1):
     (out[f"M3_block{k}#call0#out0"], out[f"M3_block{k}#call0#out1"]) = block(
-        tokens1, residual, tokens2, fusion, *a.shape[1:3])
+      tokens1, residual, tokens2, fusion, *a.shape[1:3]
+    )
     fusion, residual = ref[f"M3_block{k}#call0#out0"], ref[f"M3_block{k}#call0#out1"]
   out["patch_embed#call5#out0"] = model.patch_embed(img(fusion))
-  (out["feature_re#call0#out0"],
-   out["feature_re#call0#out1"]) = run_residual_stack(model.feature_re,
-                                                      ref["patch_embed#call5#out0"])
+  (out["feature_re#call0#out0"], out["feature_re#call0#out1"]) = run_residual_stack(
+    model.feature_re, ref["patch_embed#call5#out0"]
+  )
   out["conv_last1#call0#out0"] = model.conv_last1(img(ref["feature_re#call0#out0"]))
   out["lrelu#call4#out0"] = lrelu(ref["conv_last1#call0#out0"])
   out["conv_last2#call0#out0"] = model.conv_last2(ref["lrelu#call4#out0"])
@@ -166,11 +194,11 @@ def test_every_stage_matches_official_activations(seed_params):
     ref = {k: nhwc(v) if v.ndim == 4 else jnp.asarray(v) for k, v in npz.items()}
   a, b = (nhwc(np.load(REFERENCE / "activations" / f"input_{x}.npy")) for x in ("A", "B"))
   ours = jax.jit(lambda params, ref, a, b: _teacher_forced_stages(params.module(), ref, a, b))(
-      seed_params, ref, a, b)
+    seed_params, ref, a, b
+  )
   keys = [entry["key"] for entry in index["activations"]]
   assert sorted(ours) == sorted(keys)
-  diffs = {k: max_abs_diff(ours[k], ref[k]) / max(1.0, float(jnp.abs(ref[k]).max()))
-           for k in keys}
+  diffs = {k: max_abs_diff(ours[k], ref[k]) / max(1.0, float(jnp.abs(ref[k]).max())) for k in keys}
   assert max(diffs.values()) < 1e-5, {k: d for k, d in diffs.items() if d >= 1e-5}
 
 
@@ -190,8 +218,9 @@ def _abstract_model(config) -> nnx.Module:
 
 
 def _parameter_count(config_or_model) -> int:
-  model = (config_or_model if isinstance(config_or_model, nnx.Module)
-           else _abstract_model(config_or_model))
+  model = (
+    config_or_model if isinstance(config_or_model, nnx.Module) else _abstract_model(config_or_model)
+  )
   return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
 
 
@@ -233,17 +262,19 @@ def _perturbed(module, seed):
   """`module` with every parameter moved by N(0, 0.3): LayerNorms stop being idempotent."""
   graphdef, state = nnx.split(module)
   rng = np.random.default_rng(seed)
-  return nnx.merge(graphdef, jax.tree.map(
-      lambda x: x + 0.3 * rng.standard_normal(x.shape, np.float32), state))
+  return nnx.merge(
+    graphdef, jax.tree.map(lambda x: x + 0.3 * rng.standard_normal(x.shape, np.float32), state)
+  )
 
 
-@pytest.mark.parametrize("variant", [{"norm_twice": False}, {"shared_gate": True},
-                                     {"separate_c_a": True}])
+@pytest.mark.parametrize(
+  "variant", [{"norm_twice": False}, {"shared_gate": True}, {"separate_c_a": True}]
+)
 def test_paper_variants_change_the_m3_block(variant):
   official_kwargs = {"norm_twice": True, "shared_gate": False, "separate_c_a": False}
   build = lambda **kw: _perturbed(
-      with_scan_impl(M3Block(8, mamba_kwargs=dict(d_state=4), rngs=nnx.Rngs(0), **kw),
-                     "reference"), 1)
+    with_scan_impl(M3Block(8, mamba_kwargs=dict(d_state=4), rngs=nnx.Rngs(0), **kw), "reference"), 1
+  )
   official, paper = build(**official_kwargs), build(**{**official_kwargs, **variant})
   if "separate_c_a" in variant:  # same A_c as A_b: identical; a different A_c changes the output
     mixer = paper.multi_modal_mamba_block
@@ -260,18 +291,22 @@ def test_scan_impl_reaches_every_branch():
   assert {branch.scan_impl for branch in branches} == {"chunked"}
 
 
-@pytest.mark.parametrize("height,width,expected", [
-    (3, 3, 6),   # shorter than its padding: only its own flipped copy is appended
+@pytest.mark.parametrize(
+  "height,width,expected",
+  [
+    (3, 3, 6),  # shorter than its padding: only its own flipped copy is appended
     (4, 5, 8),
     (8, 7, 16),  # a multiple still grows by a full window
-])
+  ],
+)
 def test_mirror_pad_follows_official_rule(height, width, expected):
   x = jnp.arange(height * width, dtype=jnp.float32).reshape(1, height, width, 1)
   padded = mambadfuse.mirror_pad(x, 8)
   assert padded.shape[1] == expected
   rows = padded[0, :, 0, 0] // width
-  np.testing.assert_array_equal(rows, np.concatenate([np.arange(height),
-                                                      np.arange(height)[::-1]])[:expected])
+  np.testing.assert_array_equal(
+    rows, np.concatenate([np.arange(height), np.arange(height)[::-1]])[:expected]
+  )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -290,8 +325,10 @@ def small_outputs(small_pair):
   identical params."""
   padded = [mambadfuse.mirror_pad(x, 8) for x in small_pair]
   network = jax.jit(lambda params, a, b: params.module().network(a, b))
-  params = {scan_impl: models.init(0, mambadfuse.TinyConfig(scan_impl=scan_impl))
-            for scan_impl in ("reference", "chunked", "pallas")}
+  params = {
+    scan_impl: models.init(0, mambadfuse.TinyConfig(scan_impl=scan_impl))
+    for scan_impl in ("reference", "chunked", "pallas")
+  }
   outputs = {scan_impl: network(p, *padded) for scan_impl, p in params.items()}
   outputs["fused"] = jax.jit(models.apply)(params["reference"], *small_pair)
   return outputs
@@ -310,12 +347,14 @@ def test_call_is_padded_network_cropped(small_outputs):
 
 @pytest.mark.parametrize("scan_impl", ["chunked", "pallas"])
 def test_output_does_not_depend_on_scan_impl(small_outputs, scan_impl):
-  np.testing.assert_allclose(small_outputs[scan_impl], small_outputs["reference"], rtol=1e-4,
-                             atol=1e-6)
+  np.testing.assert_allclose(
+    small_outputs[scan_impl], small_outputs["reference"], rtol=1e-4, atol=1e-6
+  )
 
 
 def test_jit_matches_eager():
   mixer = _perturbed(with_scan_impl(Mamba(8, d_state=4, rngs=nnx.Rngs(3)), "reference"), 0)
   tokens = jax.random.normal(jax.random.key(0), (1, 12, 8))
-  np.testing.assert_allclose(nnx.jit(lambda m, t: m(t))(mixer, tokens), mixer(tokens),
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    nnx.jit(lambda m, t: m(t))(mixer, tokens), mixer(tokens), rtol=1e-5, atol=1e-6
+  )

@@ -10,6 +10,7 @@ from flax import nnx
 
 from fusionjax.layers import resnet
 from fusionjax.losses import s4fusion as loss_lib
+
 from model_testing import fast_jit, fill_random
 
 
@@ -53,8 +54,12 @@ def test_weighted_terms_follow_their_definitions():
   ir, vis, fused = _images(2), _images(3), _images(4)
   w_ir, w_vis = jnp.array([0.2, 0.9]), jnp.array([0.8, 0.1])
   l1 = loss_lib.weighted_l1_loss(ir, vis, fused, w_ir, w_vis)
-  want = np.mean(0.2 * np.abs(ir - fused)[0]) / 2 + np.mean(0.9 * np.abs(ir - fused)[1]) / 2 + \
-      np.mean(0.8 * np.abs(vis - fused)[0]) / 2 + np.mean(0.1 * np.abs(vis - fused)[1]) / 2
+  want = (
+    np.mean(0.2 * np.abs(ir - fused)[0]) / 2
+    + np.mean(0.9 * np.abs(ir - fused)[1]) / 2
+    + np.mean(0.8 * np.abs(vis - fused)[0]) / 2
+    + np.mean(0.1 * np.abs(vis - fused)[1]) / 2
+  )
   assert float(l1) == pytest.approx(float(want), rel=1e-5)
   grad = loss_lib.gradient_loss(ir, vis, fused)
   strongest = jnp.maximum(loss_lib.sobel(vis), loss_lib.sobel(ir))
@@ -71,7 +76,8 @@ def test_without_resnet_the_entropy_term_is_off_with_a_warning(caplog):
   assert set(terms) == {"ssim", "l1", "gradient"}
   half = jnp.full((2,), 0.5)
   assert float(terms["l1"]) == pytest.approx(
-      float(loss_lib.weighted_l1_loss(ir, vis, fused, half, half)))
+    float(loss_lib.weighted_l1_loss(ir, vis, fused, half, half))
+  )
   assert float(total) == pytest.approx(float(sum(terms.values())))
 
 
@@ -82,8 +88,9 @@ def test_with_resnet_all_four_terms_are_differentiable():
 
   def value_and_grad(net, ir, vis, fused):
     objective = loss_lib.S4FusionLoss(net, temperature=10.0)
-    return jax.value_and_grad(lambda f: objective(ir, vis, f)[0], has_aux=False)(fused), \
-        objective(ir, vis, fused)[1]
+    return jax.value_and_grad(lambda f: objective(ir, vis, f)[0], has_aux=False)(fused), objective(
+      ir, vis, fused
+    )[1]
 
   (total, grad), terms = fast_jit(value_and_grad)(net, ir, vis, fused)
   assert set(terms) == {"ssim", "l1", "gradient", "entropy"}

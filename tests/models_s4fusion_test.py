@@ -11,6 +11,7 @@ from flax import nnx
 
 from fusionjax import convert
 from fusionjax.models import registry, s4fusion
+
 from model_testing import build, fast_jit, param_count
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -21,7 +22,8 @@ PARITY_ATOL = 1e-4
 OFFICIAL_PARAMETERS = 3_562_981  # sum of numel over MambaNet().state_dict() (docs/parity.md 7)
 
 needs_shared = pytest.mark.skipif(
-    not WEIGHTS.is_file(), reason=f"S4Fusion fixtures not found under {SHARED}")
+  not WEIGHTS.is_file(), reason=f"S4Fusion fixtures not found under {SHARED}"
+)
 
 
 def _nhwc(path):
@@ -78,19 +80,19 @@ def test_stage_activations_match_official(official):
   @fast_jit
   def stages(m, ir, vis):
     return {
-        "patch_embed_x": m.embed_ir(ir),
-        "patch_embed_y": m.embed_vis(vis),
-        "layers_x.0.blocks.0": m.encoder_ir[0].blocks[0](a("patch_embed_x")),
-        "layers_x.0": m.encoder_ir[0](a("patch_embed_x")),
-        "layers_y.0": m.encoder_vis[0](a("patch_embed_y")),
-        "layers_x.1": m.encoder_ir[1](a("layers_x.0")),
-        "layers_y.2": m.encoder_vis[2](a("layers_y.1")),
-        "fusion_layers.0": m.fusion[0](a("patch_embed_x"), a("patch_embed_y")),
-        "fusion_layers.2": m.fusion[2](a("layers_x.1"), a("layers_y.1")),
-        "layers_up.0": m.decoder[0](a("layers_x.2") + a("layers_y.2")),
-        "layers_up.1": m.decoder[1](a("layers_up.0") + a("fusion_layers.2")),
-        "layers_up.2": m.decoder[2](a("layers_up.1") + a("fusion_layers.1")),
-        "output": m.network(ir, vis),
+      "patch_embed_x": m.embed_ir(ir),
+      "patch_embed_y": m.embed_vis(vis),
+      "layers_x.0.blocks.0": m.encoder_ir[0].blocks[0](a("patch_embed_x")),
+      "layers_x.0": m.encoder_ir[0](a("patch_embed_x")),
+      "layers_y.0": m.encoder_vis[0](a("patch_embed_y")),
+      "layers_x.1": m.encoder_ir[1](a("layers_x.0")),
+      "layers_y.2": m.encoder_vis[2](a("layers_y.1")),
+      "fusion_layers.0": m.fusion[0](a("patch_embed_x"), a("patch_embed_y")),
+      "fusion_layers.2": m.fusion[2](a("layers_x.1"), a("layers_y.1")),
+      "layers_up.0": m.decoder[0](a("layers_x.2") + a("layers_y.2")),
+      "layers_up.1": m.decoder[1](a("layers_up.0") + a("fusion_layers.2")),
+      "layers_up.2": m.decoder[2](a("layers_up.1") + a("fusion_layers.1")),
+      "output": m.network(ir, vis),
     }
 
   got = stages(official, ir, vis)
@@ -118,8 +120,9 @@ def test_convert_refuses_incomplete_or_misshapen_state_dicts():
     convert.convert(transposed, "s4fusion", config)
 
 
-@pytest.mark.parametrize("size, padded", [(128, 133), (256, 265), (229, 229), (49, 49), (13, 13),
-                                          (2, 13)])
+@pytest.mark.parametrize(
+  "size, padded", [(128, 133), (256, 265), (229, 229), (49, 49), (13, 13), (2, 13)]
+)
 def test_padded_size_is_the_official_get_rest(size, padded):
   assert s4fusion.padded_size(size) == padded
 
@@ -148,9 +151,10 @@ def odd_inputs():
 
 
 def test_odd_sizes_come_back_and_do_not_depend_on_the_scan_implementation(odd_inputs):
-  outputs = [np.asarray(_call(build(s4fusion.S4Fusion, _smallest_config(scan_impl=scan_impl)),
-                              *odd_inputs))
-             for scan_impl in ("reference", "chunked")]
+  outputs = [
+    np.asarray(_call(build(s4fusion.S4Fusion, _smallest_config(scan_impl=scan_impl)), *odd_inputs))
+    for scan_impl in ("reference", "chunked")
+  ]
   assert outputs[0].shape == (2, 23, 30, 1) and np.all(np.isfinite(outputs[0]))
   np.testing.assert_allclose(outputs[1], outputs[0], atol=1e-5)
 

@@ -21,8 +21,17 @@ import orbax.checkpoint as ocp
 import pytest
 
 from fusionjax import config_lib
-from fusionjax.training import (CheckpointMismatchError, checkpointing, input as input_lib,
-                                sharding, state as state_lib)
+from fusionjax.training import (
+  CheckpointMismatchError,
+  checkpointing,
+  sharding,
+)
+from fusionjax.training import (
+  input as input_lib,
+)
+from fusionjax.training import (
+  state as state_lib,
+)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 NUM_STEPS = 6
@@ -37,9 +46,15 @@ MAX_ABS_DIFFERENCE = 1e-4
 MAX_NORM_RELATIVE_DIFFERENCE = 1e-5
 # A tiny MambaDFuse (it compiles fastest) trained a few steps on 16x16 crops, batch 4.
 CONFIG = REPO / "configs" / "mambadfuse_med.py"
-OVERRIDES = {"train.num_steps": NUM_STEPS, "train.log_every_steps": 1,
-             "ckpt.every_steps": CHECKPOINT_EVERY, "ckpt.keep_last": NUM_STEPS,
-             "eval.every_steps": 0, "data.crop_size": 16, "data.batch_size": 4}
+OVERRIDES = {
+  "train.num_steps": NUM_STEPS,
+  "train.log_every_steps": 1,
+  "ckpt.every_steps": CHECKPOINT_EVERY,
+  "ckpt.keep_last": NUM_STEPS,
+  "eval.every_steps": 0,
+  "data.crop_size": 16,
+  "data.batch_size": 4,
+}
 
 
 def _config():
@@ -57,26 +72,39 @@ def _free_port() -> int:
 
 
 def _command(workdir: pathlib.Path, mode: str) -> list[str]:
-  return [sys.executable, str(REPO / "run.py"), f"--config={CONFIG}:tiny", f"--mode={mode}",
-          f"--workdir={workdir}", f"--compilation_cache={workdir.parent / 'xla_cache'}",
-          *(f"--config.{name}={value}" for name, value in OVERRIDES.items())]
+  return [
+    sys.executable,
+    str(REPO / "run.py"),
+    f"--config={CONFIG}:tiny",
+    f"--mode={mode}",
+    f"--workdir={workdir}",
+    f"--compilation_cache={workdir.parent / 'xla_cache'}",
+    *(f"--config.{name}={value}" for name, value in OVERRIDES.items()),
+  ]
 
 
-def _start(workdir: pathlib.Path, num_processes: int,
-           mode: str = "train") -> list[subprocess.Popen]:
+def _start(
+  workdir: pathlib.Path, num_processes: int, mode: str = "train"
+) -> list[subprocess.Popen]:
   """The job's processes, each with 4 / num_processes CPU devices; logs in workdir.<i>.log."""
-  environment = dict(os.environ, JAX_PLATFORMS="cpu",
-                     JAX_NUM_CPU_DEVICES=str(4 // num_processes))
+  environment = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(4 // num_processes))
   job = {}
   if num_processes > 1:
-    job = dict(JAX_COORDINATOR_ADDRESS=f"localhost:{_free_port()}",
-               JAX_NUM_PROCESSES=str(num_processes))
+    job = dict(
+      JAX_COORDINATOR_ADDRESS=f"localhost:{_free_port()}", JAX_NUM_PROCESSES=str(num_processes)
+    )
   processes = []
   for process_id in range(num_processes):
     process_variables = dict(job, JAX_PROCESS_ID=str(process_id)) if job else {}
     log = (workdir.parent / f"{workdir.name}.{process_id}.log").open("a")
-    processes.append(subprocess.Popen(_command(workdir, mode), env=environment | process_variables,
-                                      stdout=log, stderr=subprocess.STDOUT))
+    processes.append(
+      subprocess.Popen(
+        _command(workdir, mode),
+        env=environment | process_variables,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+      )
+    )
     log.close()
   return processes
 
@@ -110,8 +138,11 @@ def _run(workdir: pathlib.Path, num_processes: int) -> None:
 
 def _finished_steps(workdir: pathlib.Path) -> list[int]:
   directory = workdir / "checkpoints"
-  return sorted(int(p.name) for p in directory.glob("*") if p.name.isdigit()) if (
-      directory.is_dir()) else []
+  return (
+    sorted(int(p.name) for p in directory.glob("*") if p.name.isdigit())
+    if (directory.is_dir())
+    else []
+  )
 
 
 def _run_and_kill_one(workdir: pathlib.Path) -> bool:
@@ -138,12 +169,16 @@ def _stored_floats(workdir: pathlib.Path, step: int, item: str) -> dict[str, np.
   """The floating-point arrays of a checkpoint item, as NumPy arrays (any device count)."""
   checkpointer = ocp.PyTreeCheckpointer()
   path = workdir / "checkpoints" / str(step) / item
-  as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
-                          checkpointer.metadata(path).item_metadata.tree)
+  as_numpy = jax.tree.map(
+    lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
+    checkpointer.metadata(path).item_metadata.tree,
+  )
   tree = checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
-  return {jax.tree_util.keystr(name): np.asarray(leaf)
-          for name, leaf in jax.tree_util.tree_leaves_with_path(tree)
-          if np.issubdtype(np.asarray(leaf).dtype, np.floating)}
+  return {
+    jax.tree_util.keystr(name): np.asarray(leaf)
+    for name, leaf in jax.tree_util.tree_leaves_with_path(tree)
+    if np.issubdtype(np.asarray(leaf).dtype, np.floating)
+  }
 
 
 def _assert_same_parameters(workdir: pathlib.Path, reference: pathlib.Path, step: int) -> None:
@@ -152,8 +187,10 @@ def _assert_same_parameters(workdir: pathlib.Path, reference: pathlib.Path, step
     assert actual.keys() == expected.keys()
     differences = np.concatenate([(actual[name] - expected[name]).ravel() for name in actual])
     norm = np.linalg.norm(np.concatenate([value.ravel() for value in expected.values()]))
-    print(f"step {step} {item}: max |difference| {np.abs(differences).max():.3g}, "
-          f"norm {np.linalg.norm(differences) / norm:.3g} of the parameters'")
+    print(
+      f"step {step} {item}: max |difference| {np.abs(differences).max():.3g}, "
+      f"norm {np.linalg.norm(differences) / norm:.3g} of the parameters'"
+    )
     assert np.abs(differences).max() <= MAX_ABS_DIFFERENCE, (item, step)
     assert np.linalg.norm(differences) <= MAX_NORM_RELATIVE_DIFFERENCE * norm, (item, step)
 
@@ -172,8 +209,9 @@ def test_two_processes_train_and_resume_like_one(tmp_path):
   print(f"killed after checkpoint(s) {killed_at}; process 0 ended by itself: {ended_alone}")
   assert killed_at and killed_at[-1] < NUM_STEPS, "not killed mid-run"
   _assert_same_parameters(job, reference, killed_at[0])
-  assert sorted(p.name for p in (job / "checkpoints" / str(killed_at[0]) / "data").glob(
-      "process_*.json")) == ["process_0-of-2.json", "process_1-of-2.json"]
+  assert sorted(
+    p.name for p in (job / "checkpoints" / str(killed_at[0]) / "data").glob("process_*.json")
+  ) == ["process_0-of-2.json", "process_1-of-2.json"]
 
   _run(job, num_processes=2)
   assert "resumed" in (tmp_path / f"{job.name}.0.log").read_text()
@@ -181,7 +219,7 @@ def test_two_processes_train_and_resume_like_one(tmp_path):
   # Only process 0 logs: every step once up to the checkpoint resumed from, then the rest.
   logged = _logged_steps(job)
   assert all(logged.count(step) == 1 for step in range(1, killed_at[-1] + 1)), logged
-  assert logged[killed_at[-1] - NUM_STEPS:] == list(range(killed_at[-1] + 1, NUM_STEPS + 1))
+  assert logged[killed_at[-1] - NUM_STEPS :] == list(range(killed_at[-1] + 1, NUM_STEPS + 1))
 
   # One process cannot take over the data positions of two: a clear error.
   config = _config()
@@ -216,8 +254,13 @@ def test_each_process_feeds_its_block_of_the_global_batch(process_index, monkeyp
     np.testing.assert_array_equal(rows[key], first[key][block])
 
 
-_DISTRIBUTED_VARIABLES = (sharding.COORDINATOR_VARIABLE, sharding.NUM_PROCESSES_VARIABLE,
-                          sharding.PROCESS_ID_VARIABLE, "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")
+_DISTRIBUTED_VARIABLES = (
+  sharding.COORDINATOR_VARIABLE,
+  sharding.NUM_PROCESSES_VARIABLE,
+  sharding.PROCESS_ID_VARIABLE,
+  "SLURM_NTASKS",
+  "OMPI_COMM_WORLD_SIZE",
+)
 
 
 @pytest.fixture
@@ -227,8 +270,9 @@ def calls_to_initialize(monkeypatch):
   for name in _DISTRIBUTED_VARIABLES:
     monkeypatch.delenv(name, raising=False)
   calls = []
-  monkeypatch.setattr(jax.distributed, "initialize",
-                      lambda **arguments: calls.append(tuple(arguments.values())))
+  monkeypatch.setattr(
+    jax.distributed, "initialize", lambda **arguments: calls.append(tuple(arguments.values()))
+  )
   return calls
 
 
@@ -239,8 +283,9 @@ def test_initialize_distributed_is_a_no_op_for_one_process(calls_to_initialize, 
   assert not calls_to_initialize
 
 
-def test_initialize_distributed_takes_arguments_over_the_environment(calls_to_initialize,
-                                                                     monkeypatch):
+def test_initialize_distributed_takes_arguments_over_the_environment(
+  calls_to_initialize, monkeypatch
+):
   monkeypatch.setenv(sharding.COORDINATOR_VARIABLE, "node0:1234")
   monkeypatch.setenv(sharding.NUM_PROCESSES_VARIABLE, "4")
   monkeypatch.setenv(sharding.PROCESS_ID_VARIABLE, "3")
@@ -255,8 +300,7 @@ def test_initialize_distributed_leaves_a_scheduler_job_to_jax(calls_to_initializ
   assert calls_to_initialize == [(None, None, None)]
 
 
-def test_initialize_distributed_refuses_an_incomplete_description(calls_to_initialize,
-                                                                 monkeypatch):
+def test_initialize_distributed_refuses_an_incomplete_description(calls_to_initialize, monkeypatch):
   monkeypatch.setenv(sharding.COORDINATOR_VARIABLE, "node0:1234")
   with pytest.raises(ValueError, match="missing: JAX_NUM_PROCESSES, JAX_PROCESS_ID"):
     sharding.initialize_distributed()

@@ -50,21 +50,38 @@ print(json.dumps({"path": list(fusionjax.__path__), "kernels": kernels.origin,
 
 def _imports(site_dir: Path) -> dict:
   """What `fusionjax` serves with `site_dir` as the only site directory (its .pth files run)."""
-  result = subprocess.run([sys.executable, "-S", "-c", IMPORTS, str(site_dir)], check=True,
-                          capture_output=True, text=True, cwd="/")
+  result = subprocess.run(
+    [sys.executable, "-S", "-c", IMPORTS, str(site_dir)],
+    check=True,
+    capture_output=True,
+    text=True,
+    cwd="/",
+  )
   return json.loads(result.stdout)
 
 
 def _assert_serves_kernels_only(imports: dict, package: Path, kernels: Path):
-  assert imports == {"path": [str(package)], "kernels": str(kernels / "__init__.py"),
-                     "submodules": [str(kernels)], "strays": []}
+  assert imports == {
+    "path": [str(package)],
+    "kernels": str(kernels / "__init__.py"),
+    "submodules": [str(kernels)],
+    "strays": [],
+  }
 
 
 def _build(hook: str, out_dir: Path) -> Path:
   """Builds this repo with setuptools' PEP 517/660 `hook` into out_dir (as pip would)."""
-  subprocess.run([sys.executable, "-c", f"from setuptools import build_meta; import sys; "
-                  f"build_meta.{hook}(sys.argv[1])", str(out_dir)],
-                 check=True, cwd=REPO, capture_output=True)
+  subprocess.run(
+    [
+      sys.executable,
+      "-c",
+      f"from setuptools import build_meta; import sys; build_meta.{hook}(sys.argv[1])",
+      str(out_dir),
+    ],
+    check=True,
+    cwd=REPO,
+    capture_output=True,
+  )
   (wheel,) = out_dir.glob("fusionjax-*.whl")
   return wheel
 
@@ -84,8 +101,9 @@ def test_wheel_installs_kernels_under_fusionjax(wheel):
 
 def test_regular_install_serves_kernels_from_the_package(wheel, tmp_path):
   zipfile.ZipFile(wheel).extractall(tmp_path)  # what pip install puts in site-packages
-  _assert_serves_kernels_only(_imports(tmp_path), tmp_path / "fusionjax",
-                              tmp_path / "fusionjax" / "kernels")
+  _assert_serves_kernels_only(
+    _imports(tmp_path), tmp_path / "fusionjax", tmp_path / "fusionjax" / "kernels"
+  )
 
 
 def test_editable_install_serves_kernels_from_the_checkout(tmp_path):

@@ -18,9 +18,14 @@ MED_TINY = f"--config={REPO / 'configs/fusionmamba_med.py'}:tiny"
 
 
 def _run(*args: str, cwd: pathlib.Path = REPO, **environment: str) -> subprocess.CompletedProcess:
-  return subprocess.run([sys.executable, str(REPO / "run.py"), *args], cwd=cwd,
-                        env=dict(os.environ, JAX_PLATFORMS="cpu", **environment),
-                        capture_output=True, text=True, timeout=300)
+  return subprocess.run(
+    [sys.executable, str(REPO / "run.py"), *args],
+    cwd=cwd,
+    env=dict(os.environ, JAX_PLATFORMS="cpu", **environment),
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
 
 
 def _write_pairs(folder: pathlib.Path, names=("p0", "p1"), shape=(24, 20)) -> tuple:
@@ -29,29 +34,41 @@ def _write_pairs(folder: pathlib.Path, names=("p0", "p1"), shape=(24, 20)) -> tu
     (folder / modality).mkdir(parents=True, exist_ok=True)
     for name in names:
       Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(
-          folder / modality / f"{name}.png")
+        folder / modality / f"{name}.png"
+      )
   return folder / "a", folder / "b"
 
 
-@pytest.mark.parametrize("args, message", [
+@pytest.mark.parametrize(
+  "args, message",
+  [
     (["--config=configs/nope.py"], "config file not found: configs/nope.py"),
-    ([MED_TINY, "--config.optim.learnig_rate=1"],
-     '--config.optim.learnig_rate: the config has no field \'learnig_rate\'; did you mean '
-     '"learning_rate"?'),
+    (
+      [MED_TINY, "--config.optim.learnig_rate=1"],
+      "--config.optim.learnig_rate: the config has no field 'learnig_rate'; did you mean "
+      '"learning_rate"?',
+    ),
     ([MED_TINY.replace(":tiny", ":tyni")], "unknown config argument 'tyni'"),
-    ([MED_TINY, "--config.model.name=fusionmamba_huge", "--mode=eval"],
-     "unknown model 'fusionmamba_huge'"),
+    (
+      [MED_TINY, "--config.model.name=fusionmamba_huge", "--mode=eval"],
+      "unknown model 'fusionmamba_huge'",
+    ),
     ([MED_TINY, "--mode=eval", "--input_a=x"], "--mode=eval does not use --input_a"),
     ([MED_TINY, "--mode=train", "--skip_existing"], "--mode=train does not use --skip_existing"),
     ([MED_TINY, "--overwrite", "--skip_existing"], "exclude each other"),
-    ([MED_TINY, "--mode=fuse", "--input_a=nowhere_a", "--input_b=nowhere_b"],
-     "input not found: nowhere_a"),
+    (
+      [MED_TINY, "--mode=fuse", "--input_a=nowhere_a", "--input_b=nowhere_b"],
+      "input not found: nowhere_a",
+    ),
     ([MED_TINY, "--mode=fuse", "--memory_budget=lots"], "--memory_budget=lots: give bytes"),
     (["--mode=eval"], "--config is required"),
     (["--weights=.", "--mode=eval"], "--weights only fuses"),
-    (["--weights=.", "--input_a=x", "--input_b=y"],
-     "--weights needs --input_a, --input_b and --output"),
-])
+    (
+      ["--weights=.", "--input_a=x", "--input_b=y"],
+      "--weights needs --input_a, --input_b and --output",
+    ),
+  ],
+)
 def test_bad_command_lines_are_one_line_errors(args, message):
   result = _run(*args)
   assert result.returncode == 2, result.stderr[-2000:]
@@ -69,13 +86,21 @@ def test_incomplete_multi_process_variables_are_a_one_line_error():
 def test_bad_pairs_with_weights_are_one_line_errors(tmp_path):
   """Missing partners and sizes that differ are named before the model is compiled."""
   weights = tmp_path / "weights"
-  convert.save_params(models.init(0, "mambadfuse_tiny"), weights, "mambadfuse_tiny",
-                      models.resolve_config("mambadfuse_tiny")[1])
+  convert.save_params(
+    models.init(0, "mambadfuse_tiny"),
+    weights,
+    "mambadfuse_tiny",
+    models.resolve_config("mambadfuse_tiny")[1],
+  )
   dir_a, dir_b = _write_pairs(tmp_path)
   Image.fromarray(np.zeros((25, 20), np.uint8)).save(dir_b / "p1.png")
   (dir_b / "p0.png").rename(dir_b / "q0.png")
-  result = _run(f"--weights={weights}", f"--input_a={dir_a}", f"--input_b={dir_b}",
-                f"--output={tmp_path / 'out'}")
+  result = _run(
+    f"--weights={weights}",
+    f"--input_a={dir_a}",
+    f"--input_b={dir_b}",
+    f"--output={tmp_path / 'out'}",
+  )
   assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
   assert "run.py: error: " in result.stderr and "p0" in result.stderr
   assert not (tmp_path / "out").exists()
@@ -83,14 +108,24 @@ def test_bad_pairs_with_weights_are_one_line_errors(tmp_path):
 
 def test_fuse_folders_with_converted_weights_and_complete_them(tmp_path):
   weights = tmp_path / "weights"
-  convert.save_params(models.init(0, "mambadfuse_tiny"), weights, "mambadfuse_tiny",
-                      models.resolve_config("mambadfuse_tiny")[1])
+  convert.save_params(
+    models.init(0, "mambadfuse_tiny"),
+    weights,
+    "mambadfuse_tiny",
+    models.resolve_config("mambadfuse_tiny")[1],
+  )
   dir_a, dir_b = _write_pairs(tmp_path, names=("p0", "p1", "p2"))
   out = tmp_path / "out"
   out.mkdir()
   (out / "p1.png").write_bytes(b"kept")
-  args = [f"--weights={weights}", f"--input_a={dir_a}", f"--input_b={dir_b}", f"--output={out}",
-          "--memory_budget=2GB", "--compilation_cache="]
+  args = [
+    f"--weights={weights}",
+    f"--input_a={dir_a}",
+    f"--input_b={dir_b}",
+    f"--output={out}",
+    "--memory_budget=2GB",
+    "--compilation_cache=",
+  ]
   refused = _run(*args)
   assert refused.returncode == 2 and "--skip_existing" in refused.stderr
   completed = _run(*args, "--skip_existing", cwd=tmp_path)  # no config, no run folder

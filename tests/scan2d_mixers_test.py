@@ -14,6 +14,7 @@ from flax import nnx
 from fusionjax.kernels import selective_scan_channels_last
 from fusionjax.layers import cmfm, cmsa, fold, ldc, patches, ssm, vss
 from fusionjax.layers.channel_attention import ECA
+
 from model_testing import fast_jit, fill_random, with_scan_impl
 
 ATOL = 2e-5
@@ -40,9 +41,14 @@ def _cross_orders(height, width):
 def _skip_orders(height, width):
   """ES2D's four sub-grid sequences as pixel ids of the zero-padded (even) map."""
   pixels = np.arange((height + height % 2) * (width + width % 2)).reshape(
-      height + height % 2, width + width % 2)
-  return [pixels[0::2, 0::2].reshape(-1), pixels[1::2, 0::2].T.reshape(-1),
-          pixels[0::2, 1::2].reshape(-1), pixels[1::2, 1::2].T.reshape(-1)]
+    height + height % 2, width + width % 2
+  )
+  return [
+    pixels[0::2, 0::2].reshape(-1),
+    pixels[1::2, 0::2].T.reshape(-1),
+    pixels[0::2, 1::2].reshape(-1),
+    pixels[1::2, 1::2].T.reshape(-1),
+  ]
 
 
 def _scan_direction(selection_kernel, core, k, seq):
@@ -50,10 +56,18 @@ def _scan_direction(selection_kernel, core, k, seq):
   rank = core.dt_kernel.shape[1]
   state = core.A_log.shape[-1]
   x_dbl = seq @ selection_kernel[k]
-  low, b, c = x_dbl[..., :rank], x_dbl[..., rank:rank + state], x_dbl[..., rank + state:]
+  low, b, c = x_dbl[..., :rank], x_dbl[..., rank : rank + state], x_dbl[..., rank + state :]
   return selective_scan_channels_last(
-      seq, low @ core.dt_kernel[k], -jnp.exp(core.A_log[k]), b, c, D=core.D[k],
-      delta_bias=core.dt_bias[k], delta_softplus=True, impl="reference")
+    seq,
+    low @ core.dt_kernel[k],
+    -jnp.exp(core.A_log[k]),
+    b,
+    c,
+    D=core.D[k],
+    delta_bias=core.dt_bias[k],
+    delta_softplus=True,
+    impl="reference",
+  )
 
 
 def _mixed_map_by_loops(mixer_ssm, x, orders, padded_hw):
@@ -77,45 +91,51 @@ def _ss2d_by_loops(mixer, x, orders, padded_hw):
 
 def test_selective_ssm_initialisation_is_mambas():
   core = ssm.SelectiveSSM(4, 24, 3, 6, rngs=nnx.Rngs(0))
-  np.testing.assert_allclose(core.A_log[...], np.broadcast_to(np.log(np.arange(1, 7)), (4, 24, 6)),
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    core.A_log[...], np.broadcast_to(np.log(np.arange(1, 7)), (4, 24, 6)), rtol=1e-6
+  )
   np.testing.assert_array_equal(core.D[...], np.ones((4, 24)))
   dt = np.asarray(jax.nn.softplus(core.dt_bias[...]))
   assert dt.min() >= 1e-4 - 1e-9 and dt.max() <= 0.1 + 1e-6 and np.unique(dt).size == dt.size
-  bound = 3 ** -0.5
+  bound = 3**-0.5
   largest = np.abs(core.dt_kernel[...]).max()
   assert bound / 2 < largest <= bound
   selection = ssm.SelectionProjection(4, 24, 3, 6, rngs=nnx.Rngs(1))
   assert selection.kernel.shape == (4, 24, 15)
-  assert np.abs(selection.kernel[...]).max() <= 24 ** -0.5
+  assert np.abs(selection.kernel[...]).max() <= 24**-0.5
 
 
 def test_ss2d_cross_scan_matches_direction_loop():
   height, width = 5, 7
   mixer = with_scan_impl(
-      _abstract(lambda r: vss.SS2D(8, expand=1.5, d_state=4, scan="cross", rngs=r)), "chunked")
+    _abstract(lambda r: vss.SS2D(8, expand=1.5, d_state=4, scan="cross", rngs=r)), "chunked"
+  )
   x = _random(0, (2, height, width, 8))
   got = _apply(mixer, x)
-  want = fast_jit(lambda m, x: _ss2d_by_loops(m, x, _cross_orders(height, width),
-                                              (height, width)))(mixer, x)
+  want = fast_jit(lambda m, x: _ss2d_by_loops(m, x, _cross_orders(height, width), (height, width)))(
+    mixer, x
+  )
   np.testing.assert_allclose(got, want, atol=ATOL)
 
 
 def test_ss2d_skip_scan_matches_subgrid_loop():
   height, width = 5, 7  # odd: zero-padded to 6 x 8, cropped back
   mixer = with_scan_impl(
-      _abstract(lambda r: vss.SS2D(8, expand=2, d_state=4, scan="skip", rngs=r)), "chunked")
+    _abstract(lambda r: vss.SS2D(8, expand=2, d_state=4, scan="skip", rngs=r)), "chunked"
+  )
   x = _random(1, (2, height, width, 8))
   got = _apply(mixer, x)
   padded_hw = (height + height % 2, width + width % 2)
   want = fast_jit(lambda m, x: _ss2d_by_loops(m, x, _skip_orders(height, width), padded_hw))(
-      mixer, x)
+    mixer, x
+  )
   np.testing.assert_allclose(got, want, atol=ATOL)
 
 
 def test_cmsa_cross_ss2d_matches_interleaved_loop():
   block = with_scan_impl(
-      _abstract(lambda r: cmsa.CrossSS2D(8, expand=1.5, d_state=4, rngs=r)), "chunked")
+    _abstract(lambda r: cmsa.CrossSS2D(8, expand=1.5, d_state=4, rngs=r)), "chunked"
+  )
   ir, vis = _random(2, (2, 3, 5, 8)), _random(3, (2, 3, 5, 8))
   got_ir, got_vis = _apply(block, ir, vis)
 
@@ -131,22 +151,33 @@ def test_cmsa_cross_ss2d_matches_interleaved_loop():
     core, rank, state = block.ssm, block.ssm.dt_kernel.shape[1], block.ssm.A_log.shape[-1]
     for k, order in enumerate(_cross_orders(3, 5)):
       u, deltas, bs, cs = [], [], [], []
-      for seq, kernel in ((x_ir[:, order], block.selection_ir.kernel),
-                          (x_vis[:, order], block.selection_vis.kernel)):
+      for seq, kernel in (
+        (x_ir[:, order], block.selection_ir.kernel),
+        (x_vis[:, order], block.selection_vis.kernel),
+      ):
         x_dbl = seq @ kernel[k]  # taken before the mark
         deltas.append(x_dbl[..., :rank] @ core.dt_kernel[k])
-        bs.append(x_dbl[..., rank:rank + state])
-        cs.append(x_dbl[..., rank + state:])
+        bs.append(x_dbl[..., rank : rank + state])
+        cs.append(x_dbl[..., rank + state :])
         u.append(seq + mark[:, order])
       alternate = lambda pair: jnp.stack(pair, axis=2).reshape(2, 30, -1)  # IR first
       y = selective_scan_channels_last(
-          alternate(u), alternate(deltas), -jnp.exp(core.A_log[k]), alternate(bs),
-          alternate(cs), D=core.D[k], delta_bias=core.dt_bias[k], delta_softplus=True,
-          impl="reference")
+        alternate(u),
+        alternate(deltas),
+        -jnp.exp(core.A_log[k]),
+        alternate(bs),
+        alternate(cs),
+        D=core.D[k],
+        delta_bias=core.dt_bias[k],
+        delta_softplus=True,
+        impl="reference",
+      )
       outs[0] = outs[0].at[:, order].add(y[:, 0::2])
       outs[1] = outs[1].at[:, order].add(y[:, 1::2])
-    return [block.out_proj(block.out_norm(y.reshape(2, 3, 5, -1)) * jax.nn.silu(z))
-            for y, z in ((outs[0], z_ir), (outs[1], z_vis))]
+    return [
+      block.out_proj(block.out_norm(y.reshape(2, 3, 5, -1)) * jax.nn.silu(z))
+      for y, z in ((outs[0], z_ir), (outs[1], z_vis))
+    ]
 
   want_ir, want_vis = by_loops(block, ir, vis)
   np.testing.assert_allclose(got_ir, want_ir, atol=ATOL)
@@ -155,7 +186,8 @@ def test_cmsa_cross_ss2d_matches_interleaved_loop():
 
 def test_cmsa_level_accumulates_both_streams_then_sums():
   level = with_scan_impl(
-      _abstract(lambda r: cmsa.CMSALevel(8, 2, expand=1.5, d_state=4, rngs=r)), "chunked")
+    _abstract(lambda r: cmsa.CMSALevel(8, 2, expand=1.5, d_state=4, rngs=r)), "chunked"
+  )
 
   def by_hand(level, ir, vis):
     for block in level.blocks:
@@ -164,8 +196,7 @@ def test_cmsa_level_accumulates_both_streams_then_sums():
     return ir + vis
 
   ir, vis = _random(4, (1, 4, 4, 8)), _random(5, (1, 4, 4, 8))
-  np.testing.assert_allclose(_apply(level, ir, vis), fast_jit(by_hand)(level, ir, vis),
-                             atol=1e-6)
+  np.testing.assert_allclose(_apply(level, ir, vis), fast_jit(by_hand)(level, ir, vis), atol=1e-6)
 
 
 def test_mixers_do_not_depend_on_the_scan_implementation():
@@ -183,7 +214,7 @@ def test_overlap_add_sums_overlaps_like_torch_fold():
   want = np.zeros((2, 10, 13, 5), np.float32)
   for i in range(3):
     for j in range(4):
-      want[:, 3 * i:3 * i + 4, 3 * j:3 * j + 4] += patches_[:, i, j]
+      want[:, 3 * i : 3 * i + 4, 3 * j : 3 * j + 4] += patches_[:, i, j]
   np.testing.assert_allclose(fold.overlap_add(jnp.asarray(patches_), 3), want, atol=1e-6)
 
 
@@ -194,7 +225,7 @@ def test_fold_head_reads_patches_channel_major():
   image = np.zeros((1, 7, 10, 2))
   for i in range(2):
     for j in range(3):
-      image[0, 3 * i:3 * i + 4, 3 * j:3 * j + 4] += expanded[0, i, j].transpose(1, 2, 0)
+      image[0, 3 * i : 3 * i + 4, 3 * j : 3 * j + 4] += expanded[0, i, j].transpose(1, 2, 0)
   out_conv = head.out_conv
   want = image @ np.asarray(out_conv.kernel[...]).reshape(2, 1) + np.asarray(out_conv.bias[...])
   np.testing.assert_allclose(_apply(head, tokens), want, atol=1e-5)
@@ -204,8 +235,10 @@ def test_patch_merging_gathers_in_official_order():
   merge = _abstract(lambda r: patches.PatchMerging(3, rngs=r))
   x = _random(9, (1, 5, 4, 3))  # odd last row is dropped
   x_np = np.asarray(x)
-  gathered = np.concatenate([x_np[:, 0:4:2, 0::2], x_np[:, 1:4:2, 0::2], x_np[:, 0:4:2, 1::2],
-                             x_np[:, 1:4:2, 1::2]], axis=-1)
+  gathered = np.concatenate(
+    [x_np[:, 0:4:2, 0::2], x_np[:, 1:4:2, 0::2], x_np[:, 0:4:2, 1::2], x_np[:, 1:4:2, 1::2]],
+    axis=-1,
+  )
   want = fast_jit(lambda m, g: m.reduction(m.norm(g)))(merge, jnp.asarray(gathered))
   np.testing.assert_allclose(_apply(merge, x), want, atol=1e-6)
 
@@ -215,8 +248,7 @@ def test_patch_expand_depth_to_space_layout():
   x = _random(10, (1, 2, 2, 4))
   wide = np.asarray(_apply(expand.expand, x)).reshape(1, 2, 2, 2, 2, 3)  # (p1, p2, c)
   spread = wide.transpose(0, 1, 3, 2, 4, 5).reshape(1, 4, 4, 3)
-  np.testing.assert_allclose(_apply(expand, x), _apply(expand.norm, jnp.asarray(spread)),
-                             atol=1e-6)
+  np.testing.assert_allclose(_apply(expand, x), _apply(expand.norm, jnp.asarray(spread)), atol=1e-6)
 
 
 def test_ldc_rescales_only_the_centre_tap():
@@ -228,8 +260,9 @@ def test_ldc_rescales_only_the_centre_tap():
   want[1, 1] = kernel[1, 1] * (1 - 0.5 * gain * kernel.sum(axis=(0, 1)))
   np.testing.assert_allclose(conv.effective_kernel(), want, rtol=1e-6)
   x = _random(11, (1, 5, 6, 3))
-  plain = jax.lax.conv_general_dilated(x, jnp.asarray(want), (1, 1), [(1, 1), (1, 1)],
-                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  plain = jax.lax.conv_general_dilated(
+    x, jnp.asarray(want), (1, 1), [(1, 1), (1, 1)], dimension_numbers=("NHWC", "HWIO", "NHWC")
+  )
   np.testing.assert_allclose(conv(x), plain, atol=1e-6)
   assert conv.theta.shape == (1,) and float(conv.theta[0]) == 0.5
 
@@ -255,8 +288,10 @@ def test_dfem_weights_the_sum_by_the_raw_difference():
 
 
 def test_cross_es2d_second_gate_flag():
-  make = lambda flag: with_scan_impl(_abstract(lambda r: cmfm.CrossES2D(
-      8, d_state=4, second_gate_from_first=flag, rngs=r)), "chunked")
+  make = lambda flag: with_scan_impl(
+    _abstract(lambda r: cmfm.CrossES2D(8, d_state=4, second_gate_from_first=flag, rngs=r)),
+    "chunked",
+  )
   p, q = _random(15, (1, 4, 4, 8)), _random(16, (1, 4, 4, 8))
   official, intended = make(True), make(False)
   assert float(jnp.abs(_apply(official, p, q) - _apply(intended, p, q)).max()) > 1e-4
@@ -267,8 +302,12 @@ def test_cross_es2d_second_gate_flag():
 
 
 def test_dvss_drop_path_drops_whole_samples_in_training_only():
-  block = with_scan_impl(_abstract(lambda r: vss.DVSSBlock(
-      8, d_state=4, expand=2, mlp_ratio=2.0, drop_path_rate=0.5, rngs=r)), "reference")
+  block = with_scan_impl(
+    _abstract(
+      lambda r: vss.DVSSBlock(8, d_state=4, expand=2, mlp_ratio=2.0, drop_path_rate=0.5, rngs=r)
+    ),
+    "reference",
+  )
   x = _random(17, (16, 2, 2, 8))
   block.eval()
   run = nnx.jit(lambda m, x: m(x))

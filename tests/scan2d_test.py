@@ -11,8 +11,9 @@ SIZES = [(5, 7), (6, 4), (1, 3), (3, 1), (7, 7)]
 
 
 def _image(height, width, channels=3, seed=0):
-  return jnp.asarray(np.random.default_rng(seed).normal(size=(2, height, width, channels)),
-                     jnp.float32)
+  return jnp.asarray(
+    np.random.default_rng(seed).normal(size=(2, height, width, channels)), jnp.float32
+  )
 
 
 @pytest.mark.parametrize("height, width", SIZES)
@@ -31,12 +32,12 @@ def test_cross_scan_directions(height, width):
 @pytest.mark.parametrize("height, width", SIZES)
 def test_cross_merge_is_the_adjoint_of_cross_scan(height, width):
   x = _image(height, width)
-  np.testing.assert_allclose(scan2d.cross_merge(scan2d.cross_scan(x), height, width), 4 * x,
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    scan2d.cross_merge(scan2d.cross_scan(x), height, width), 4 * x, rtol=1e-6
+  )
   y = jnp.asarray(np.random.default_rng(1).normal(size=(2, height * width, 4, 3)), jnp.float32)
   _, vjp = jax.vjp(scan2d.cross_scan, x)
-  np.testing.assert_allclose(vjp(y)[0], scan2d.cross_merge(y, height, width), rtol=1e-5,
-                             atol=1e-6)
+  np.testing.assert_allclose(vjp(y)[0], scan2d.cross_merge(y, height, width), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("height, width", SIZES)
@@ -46,10 +47,10 @@ def test_skip_scan_sub_grids_and_exact_inverse(height, width):
   padded = np.pad(np.asarray(x), [(0, 0), (0, height % 2), (0, width % 2), (0, 0)])
   half_h, half_w = padded.shape[1] // 2, padded.shape[2] // 2
   expected = [
-      [padded[:, 2 * i, 2 * j] for i in range(half_h) for j in range(half_w)],
-      [padded[:, 2 * i + 1, 2 * j] for j in range(half_w) for i in range(half_h)],
-      [padded[:, 2 * i, 2 * j + 1] for i in range(half_h) for j in range(half_w)],
-      [padded[:, 2 * i + 1, 2 * j + 1] for j in range(half_w) for i in range(half_h)],
+    [padded[:, 2 * i, 2 * j] for i in range(half_h) for j in range(half_w)],
+    [padded[:, 2 * i + 1, 2 * j] for j in range(half_w) for i in range(half_h)],
+    [padded[:, 2 * i, 2 * j + 1] for i in range(half_h) for j in range(half_w)],
+    [padded[:, 2 * i + 1, 2 * j + 1] for j in range(half_w) for i in range(half_h)],
   ]
   for k in range(4):
     np.testing.assert_array_equal(seqs[:, :, k], np.stack(expected[k], axis=1))

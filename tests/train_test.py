@@ -21,17 +21,28 @@ import pytest
 from flax import nnx
 
 from fusionjax import config_lib, models
-from fusionjax.training import (CheckpointMismatchError, NonFiniteLossError, checkpointing,
-                                input as input_lib, sharding, state as state_lib, steps)
+from fusionjax.training import (
+  CheckpointMismatchError,
+  NonFiniteLossError,
+  checkpointing,
+  sharding,
+  steps,
+)
+from fusionjax.training import (
+  input as input_lib,
+)
+from fusionjax.training import (
+  state as state_lib,
+)
 from fusionjax.training.loop import train_and_evaluate
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # One tiny config per model family; FusionMamba with two levels instead of four (faster to build
 # and compile, same code paths).
 FAMILIES = {
-    "mambadfuse": ("mambadfuse_med.py:tiny", {}),
-    "fusionmamba": ("fusionmamba_med.py:tiny", {"depths": (1, 1), "decoder_depths": (1, 1)}),
-    "s4fusion": ("s4fusion_vif.py:tiny", {"fusion_blocks": 1}),
+  "mambadfuse": ("mambadfuse_med.py:tiny", {}),
+  "fusionmamba": ("fusionmamba_med.py:tiny", {"depths": (1, 1), "decoder_depths": (1, 1)}),
+  "s4fusion": ("s4fusion_vif.py:tiny", {"fusion_blocks": 1}),
 }
 
 
@@ -78,8 +89,9 @@ def test_a_few_steps_lower_the_loss(family):
   assert all(np.isfinite(losses)), losses
   assert losses[-1] < 0.95 * losses[0], losses
   assert state_lib.step(state) == LOSS_TEST_STEPS
-  assert float(metrics["learning_rate"]) == pytest.approx(float(
-      steps.optim.make_schedule(config.optim, config.train.num_steps)(LOSS_TEST_STEPS - 1)))
+  assert float(metrics["learning_rate"]) == pytest.approx(
+    float(steps.optim.make_schedule(config.optim, config.train.num_steps)(LOSS_TEST_STEPS - 1))
+  )
 
 
 def test_sharded_step_equals_single_device_step():
@@ -89,14 +101,17 @@ def test_sharded_step_equals_single_device_step():
   sharded_a, sharded_b = (jax.device_put(x, sharding.batch_sharded(mesh)) for x in (a, b))
   assert len(sharded_a.sharding.device_set) == 8
   sharded_state, sharded_metrics = steps.jit_train_step(config, graphs, mesh)(
-      jax.device_put(fresh(state), sharding.replicated(mesh)), sharded_a, sharded_b)
+    jax.device_put(fresh(state), sharding.replicated(mesh)), sharded_a, sharded_b
+  )
   single_state, single_metrics = single_step(fresh(state), a, b)
   assert sharded_state.model["conv_last3"]["kernel"][...].sharding.is_fully_replicated
   for name, value in single_metrics.items():
     assert float(sharded_metrics[name]) == pytest.approx(float(value), rel=1e-5), name
-  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-6),
-               jax.device_get(nnx.to_pure_dict(nnx.state(single_state.model, nnx.Param))),
-               jax.device_get(nnx.to_pure_dict(nnx.state(sharded_state.model, nnx.Param))))
+  jax.tree.map(
+    functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-6),
+    jax.device_get(nnx.to_pure_dict(nnx.state(single_state.model, nnx.Param))),
+    jax.device_get(nnx.to_pure_dict(nnx.state(sharded_state.model, nnx.Param))),
+  )
 
 
 def test_eval_model_uses_the_ema_parameters():
@@ -113,27 +128,40 @@ def _stored(workdir: pathlib.Path, step: int, item: str):
 
 def _finished_steps(workdir: pathlib.Path) -> list[int]:
   directory = workdir / "checkpoints"
-  return sorted(int(p.name) for p in directory.glob("*") if p.name.isdigit()) if (
-      directory.is_dir()) else []
+  return (
+    sorted(int(p.name) for p in directory.glob("*") if p.name.isdigit())
+    if (directory.is_dir())
+    else []
+  )
 
 
 def test_killed_run_resumes_to_the_same_parameters(tmp_path):
   num_steps = 16
   command = [
-      sys.executable, str(REPO / "run.py"), f"--config={REPO / 'configs/mambadfuse_med.py'}:tiny",
-      "--mode=train", f"--compilation_cache={tmp_path / 'xla_cache'}",
-      f"--config.train.num_steps={num_steps}", "--config.ckpt.every_steps=3",
-      "--config.eval.every_steps=0", "--config.data.crop_size=16"]
+    sys.executable,
+    str(REPO / "run.py"),
+    f"--config={REPO / 'configs/mambadfuse_med.py'}:tiny",
+    "--mode=train",
+    f"--compilation_cache={tmp_path / 'xla_cache'}",
+    f"--config.train.num_steps={num_steps}",
+    "--config.ckpt.every_steps=3",
+    "--config.eval.every_steps=0",
+    "--config.data.crop_size=16",
+  ]
   environment = dict(os.environ, JAX_PLATFORMS="cpu")
   run = lambda workdir: subprocess.run(  # pylint: disable=unnecessary-lambda-assignment
-      command + [f"--workdir={workdir}"], env=environment, capture_output=True, text=True,
-      timeout=300)
+    command + [f"--workdir={workdir}"], env=environment, capture_output=True, text=True, timeout=300
+  )
   uninterrupted = run(tmp_path / "uninterrupted")
   assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
   assert "compiling the training step first" in uninterrupted.stderr  # announced
 
-  killed = subprocess.Popen(command + [f"--workdir={tmp_path / 'killed'}"], env=environment,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  killed = subprocess.Popen(
+    command + [f"--workdir={tmp_path / 'killed'}"],
+    env=environment,
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+  )
   deadline = time.monotonic() + 300
   while not _finished_steps(tmp_path / "killed") and time.monotonic() < deadline:
     assert killed.poll() is None, "the run ended before its first checkpoint"
@@ -146,31 +174,46 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path):
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert "resumed" in resumed.stderr
   for item in ("model", "opt", "ema"):
-    jax.tree.map(np.testing.assert_array_equal,
-                 _stored(tmp_path / "uninterrupted", num_steps, item),
-                 _stored(tmp_path / "killed", num_steps, item))
+    jax.tree.map(
+      np.testing.assert_array_equal,
+      _stored(tmp_path / "uninterrupted", num_steps, item),
+      _stored(tmp_path / "killed", num_steps, item),
+    )
   assert (tmp_path / "killed" / "metrics.jsonl").read_text().count("\n") > 0
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
   # Adam's first update moves every parameter by about the learning rate: the second step's
   # forward pass overflows.
-  config = tiny_config("mambadfuse", train={"num_steps": 5}, ckpt={"every_steps": 1},
-                       eval={"every_steps": 0}, optim={"learning_rate": 1e30})
+  config = tiny_config(
+    "mambadfuse",
+    train={"num_steps": 5},
+    ckpt={"every_steps": 1},
+    eval={"every_steps": 0},
+    optim={"learning_rate": 1e30},
+  )
   with pytest.raises(NonFiniteLossError, match=r"step 2: loss (nan|inf).*step 1 in"):
     train_and_evaluate(config, tmp_path)
   assert _finished_steps(tmp_path) == [1]
   recorded = json.loads((tmp_path / "config.json").read_text())["model"]
-  assert recorded == {"name": "mambadfuse_tiny",
-                      **dataclasses.asdict(models.resolve_config("mambadfuse_tiny")[1])}
+  assert recorded == {
+    "name": "mambadfuse_tiny",
+    **dataclasses.asdict(models.resolve_config("mambadfuse_tiny")[1]),
+  }
   stored = _stored(tmp_path, 1, "model")
-  assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(stored)
-             if np.issubdtype(np.asarray(leaf).dtype, np.floating))
+  assert all(
+    np.all(np.isfinite(leaf))
+    for leaf in jax.tree.leaves(stored)
+    if np.issubdtype(np.asarray(leaf).dtype, np.floating)
+  )
 
 
 def _file_digests(directory: pathlib.Path) -> dict[str, str]:
-  return {str(path.relative_to(directory)): hashlib.sha256(path.read_bytes()).hexdigest()
-          for path in sorted(directory.rglob("*")) if path.is_file()}
+  return {
+    str(path.relative_to(directory)): hashlib.sha256(path.read_bytes()).hexdigest()
+    for path in sorted(directory.rglob("*"))
+    if path.is_file()
+  }
 
 
 def test_checkpoint_of_another_model_is_refused_and_left_intact(tmp_path):
@@ -180,8 +223,11 @@ def test_checkpoint_of_another_model_is_refused_and_left_intact(tmp_path):
   (tmp_path / "config.json").write_text("{}")
   before = _file_digests(tmp_path)
   other = tiny_config("mambadfuse", model={"embed_dim": 12})
-  with pytest.raises(CheckpointMismatchError, match=r"model 'mambadfuse_tiny'.*\n.*stored \(8,\), "
-                     r"expected \(12,\)"):
+  with pytest.raises(
+    CheckpointMismatchError,
+    match=r"model 'mambadfuse_tiny'.*\n.*stored \(8,\), "
+    r"expected \(12,\)",
+  ):
     train_and_evaluate(other, tmp_path)
   assert _file_digests(tmp_path) == before
 
@@ -194,15 +240,21 @@ def test_checkpoints_keep_the_latest_and_the_best(tmp_path):
   scores = {2: 0.9, 4: 0.5}
   with checkpointing.RunCheckpoints(tmp_path, config.ckpt) as checkpoints:
     for step in range(1, 6):
-      checkpoints.save(step, state, iterator, config.model,
-                       metrics={"Qabf": scores[step]} if step in scores else None)
+      checkpoints.save(
+        step,
+        state,
+        iterator,
+        config.model,
+        metrics={"Qabf": scores[step]} if step in scores else None,
+      )
   with checkpointing.RunCheckpoints(tmp_path, config.ckpt, create=False) as checkpoints:
     assert checkpoints.manager.all_steps() == [2, 4, 5]
     assert (checkpoints.step("best"), checkpoints.step("latest")) == (2, 5)
     restored = checkpoints.restore(2, state.replace(opt=None))
   assert restored.opt is None
-  jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored.model),
-               jax.device_get(state.model))
+  jax.tree.map(
+    np.testing.assert_array_equal, jax.device_get(restored.model), jax.device_get(state.model)
+  )
 
 
 def test_bad_inputs_fail_clearly(tmp_path):

@@ -25,9 +25,20 @@ from fusionjax.convert.errors import ConversionError
 from fusionjax.convert.torch_file import load_state_dict
 
 _LAZY = {
-    **dict.fromkeys(("CONFIG_FILE", "PARAMS_FILE", "convert", "detect_model", "infer_config",
-                     "load_params", "save_params", "seed_rng_state"), "weights"),
-    **dict.fromkeys(("PROG", "main"), "cli"),
+  **dict.fromkeys(
+    (
+      "CONFIG_FILE",
+      "PARAMS_FILE",
+      "convert",
+      "detect_model",
+      "infer_config",
+      "load_params",
+      "save_params",
+      "seed_rng_state",
+    ),
+    "weights",
+  ),
+  **dict.fromkeys(("PROG", "main"), "cli"),
 }
 
 __all__ = ["ConversionError", "load_state_dict", *_LAZY]

@@ -15,7 +15,13 @@ from typing import Any
 
 from fusionjax.convert.torch_file import load_state_dict
 from fusionjax.convert.weights import (
-    CONFIG_FILE, PARAMS_FILE, convert, detect_model, infer_config, save_params)
+  CONFIG_FILE,
+  PARAMS_FILE,
+  convert,
+  detect_model,
+  infer_config,
+  save_params,
+)
 from fusionjax.models import registry
 
 PROG = "fusionjax-convert"
@@ -31,23 +37,31 @@ class _ArgumentParser(argparse.ArgumentParser):
 def _argument_parser() -> argparse.ArgumentParser:
   models = registry.names()
   parser = _ArgumentParser(
-      prog=PROG,
-      description="Convert an official PyTorch checkpoint (.pth/.pkl/.safetensors) into "
-                  "fusionjax params (DIR/config.json + DIR/params.safetensors). The model and "
-                  "its widths and depths are read off the tensor names and shapes.")
-  parser.add_argument("--input", required=True, type=Path, metavar="FILE",
-                      help="checkpoint file")
-  parser.add_argument("--output", required=True, type=Path, metavar="DIR",
-                      help="output directory")
-  parser.add_argument("--model", choices=models, metavar="NAME",
-                      help=f"registered model: {', '.join(models)}; default: the family the "
-                           "tensor names show (a variant picks the defaults of the fields the "
-                           "checkpoint does not determine)")
-  parser.add_argument("--set", action="append", default=[], dest="fields", metavar="FIELD=VALUE",
-                      help="a Config field the checkpoint does not determine, e.g. "
-                           "input_fit=pad or scan_impl=chunked (tuples as 2,2,1,2); repeatable")
-  parser.add_argument("--overwrite", action="store_true",
-                      help="replace params already in DIR")
+    prog=PROG,
+    description="Convert an official PyTorch checkpoint (.pth/.pkl/.safetensors) into "
+    "fusionjax params (DIR/config.json + DIR/params.safetensors). The model and "
+    "its widths and depths are read off the tensor names and shapes.",
+  )
+  parser.add_argument("--input", required=True, type=Path, metavar="FILE", help="checkpoint file")
+  parser.add_argument("--output", required=True, type=Path, metavar="DIR", help="output directory")
+  parser.add_argument(
+    "--model",
+    choices=models,
+    metavar="NAME",
+    help=f"registered model: {', '.join(models)}; default: the family the "
+    "tensor names show (a variant picks the defaults of the fields the "
+    "checkpoint does not determine)",
+  )
+  parser.add_argument(
+    "--set",
+    action="append",
+    default=[],
+    dest="fields",
+    metavar="FIELD=VALUE",
+    help="a Config field the checkpoint does not determine, e.g. "
+    "input_fit=pad or scan_impl=chunked (tuples as 2,2,1,2); repeatable",
+  )
+  parser.add_argument("--overwrite", action="store_true", help="replace params already in DIR")
   return parser
 
 
@@ -66,12 +80,19 @@ def _run(args) -> str:
   """Converts as `args` say; returns what was written."""
   state_dict = load_state_dict(args.input)
   model_name = args.model or detect_model(state_dict)
-  model_name, config = infer_config(state_dict, model_name,
-                                    **_parsed_fields(model_name, args.fields))
-  save_params(convert(state_dict, model_name, config), args.output, model_name, config,
-              overwrite=args.overwrite)
-  return (f"wrote {args.output / PARAMS_FILE} and {args.output / CONFIG_FILE}: {model_name}, "
-          f"{config}")
+  model_name, config = infer_config(
+    state_dict, model_name, **_parsed_fields(model_name, args.fields)
+  )
+  save_params(
+    convert(state_dict, model_name, config),
+    args.output,
+    model_name,
+    config,
+    overwrite=args.overwrite,
+  )
+  return (
+    f"wrote {args.output / PARAMS_FILE} and {args.output / CONFIG_FILE}: {model_name}, {config}"
+  )
 
 
 def main(argv=None) -> None:
@@ -82,7 +103,6 @@ def main(argv=None) -> None:
     print(_run(args))
   except (OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
     parser.error(str(error))
-
 
 
 if __name__ == "__main__":

@@ -18,5 +18,5 @@ def name_list(names: Collection) -> str:
 
 
 def counted(title: str, names: Collection) -> str:
-  """"<count> <title>: <first names>"."""
+  """ "<count> <title>: <first names>"."""
   return f"{len(names)} {title}: {name_list(names)}"

@@ -90,8 +90,10 @@ def linear_entries(path: Path, name: str, *, bias: bool) -> ParamMap:
 
 
 def layer_norm_entries(path: Path, name: str) -> ParamMap:
-  return {path + ("scale",): (f"{name}.weight", identity),
-          path + ("bias",): (f"{name}.bias", identity)}
+  return {
+    path + ("scale",): (f"{name}.weight", identity),
+    path + ("bias",): (f"{name}.bias", identity),
+  }
 
 
 def conv_entries(path: Path, name: str, *, bias: bool = True) -> ParamMap:
@@ -104,29 +106,29 @@ def conv_entries(path: Path, name: str, *, bias: bool = True) -> ParamMap:
 def selective_ssm_entries(path: Path, name: str) -> ParamMap:
   """`ssm.SelectiveSSM` <- {name}.dt_projs_weight, dt_projs_bias, A_logs, Ds."""
   return {
-      path + ("dt_kernel",): (f"{name}.dt_projs_weight", per_direction_weight),
-      path + ("dt_bias",): (f"{name}.dt_projs_bias", identity),
-      path + ("A_log",): (f"{name}.A_logs", reshaped),
-      path + ("D",): (f"{name}.Ds", reshaped),
+    path + ("dt_kernel",): (f"{name}.dt_projs_weight", per_direction_weight),
+    path + ("dt_bias",): (f"{name}.dt_projs_bias", identity),
+    path + ("A_log",): (f"{name}.A_logs", reshaped),
+    path + ("D",): (f"{name}.Ds", reshaped),
   }
 
 
 def directional_ssm_entries(path: Path, name: str) -> ParamMap:
   """`ssm.DirectionalSSM` <- {name}.x_proj_weight plus the `selective_ssm_entries`."""
   return {
-      path + ("selection", "kernel"): (f"{name}.x_proj_weight", per_direction_weight),
-      **selective_ssm_entries(path + ("ssm",), name),
+    path + ("selection", "kernel"): (f"{name}.x_proj_weight", per_direction_weight),
+    **selective_ssm_entries(path + ("ssm",), name),
   }
 
 
 def ss2d_entries(path: Path, name: str) -> ParamMap:
   """`vss.SS2D` <- VMamba/EfficientVMamba `SS2D` (in_proj, conv2d, SSM, out_norm, out_proj)."""
   return {
-      **linear_entries(path + ("in_proj",), f"{name}.in_proj", bias=False),
-      **conv_entries(path + ("conv",), f"{name}.conv2d"),
-      **directional_ssm_entries(path + ("ssm",), name),
-      **layer_norm_entries(path + ("out_norm",), f"{name}.out_norm"),
-      **linear_entries(path + ("out_proj",), f"{name}.out_proj", bias=False),
+    **linear_entries(path + ("in_proj",), f"{name}.in_proj", bias=False),
+    **conv_entries(path + ("conv",), f"{name}.conv2d"),
+    **directional_ssm_entries(path + ("ssm",), name),
+    **layer_norm_entries(path + ("out_norm",), f"{name}.out_norm"),
+    **linear_entries(path + ("out_proj",), f"{name}.out_proj", bias=False),
   }
 
 
@@ -134,20 +136,20 @@ def selective_scan_branch_entries(path: Path, name: str, suffix: str = "") -> Pa
   """`mamba.SelectiveScanBranch` <- a mamba_ssm Mamba's conv1d, x_proj, dt_proj and D, each name
   followed by `suffix` (MambaDFuse's m3 mixer: "_b", "_c" for its second and third branch)."""
   return {
-      **conv_entries(path + ("conv1d",), f"{name}.conv1d{suffix}"),
-      **linear_entries(path + ("x_proj",), f"{name}.x_proj{suffix}", bias=False),
-      **linear_entries(path + ("dt_proj",), f"{name}.dt_proj{suffix}", bias=True),
-      path + ("D",): (f"{name}.D{suffix}", identity),
+    **conv_entries(path + ("conv1d",), f"{name}.conv1d{suffix}"),
+    **linear_entries(path + ("x_proj",), f"{name}.x_proj{suffix}", bias=False),
+    **linear_entries(path + ("dt_proj",), f"{name}.dt_proj{suffix}", bias=True),
+    path + ("D",): (f"{name}.D{suffix}", identity),
   }
 
 
 def mamba_entries(path: Path, name: str) -> ParamMap:
   """`mamba.Mamba` <- mamba_ssm `Mamba` (in_proj, the scan branch, A_log, out_proj)."""
   return {
-      **linear_entries(path + ("in_proj",), f"{name}.in_proj", bias=False),
-      **selective_scan_branch_entries(path + ("ssm",), name),
-      path + ("A_log",): (f"{name}.A_log", identity),
-      **linear_entries(path + ("out_proj",), f"{name}.out_proj", bias=False),
+    **linear_entries(path + ("in_proj",), f"{name}.in_proj", bias=False),
+    **selective_scan_branch_entries(path + ("ssm",), name),
+    path + ("A_log",): (f"{name}.A_log", identity),
+    **linear_entries(path + ("out_proj",), f"{name}.out_proj", bias=False),
   }
 
 
@@ -168,28 +170,42 @@ def ldc_entries(path: Path, name: str) -> ParamMap:
 
   Its frozen all-ones `base_mask` has no NNX parameter (pass it to `load_mapped` as ignored).
   """
-  return {path + ("kernel",): (f"{name}.conv.weight", conv_weight),
-          path + ("centre_gain",): (f"{name}.learnable_mask", linear_weight),
-          path + ("theta",): (f"{name}.learnable_theta", identity)}
+  return {
+    path + ("kernel",): (f"{name}.conv.weight", conv_weight),
+    path + ("centre_gain",): (f"{name}.learnable_mask", linear_weight),
+    path + ("theta",): (f"{name}.learnable_theta", identity),
+  }
 
 
 def patch_embed_entries(path: Path, name: str) -> ParamMap:
-  return {**conv_entries(path + ("proj",), f"{name}.proj"),
-          **layer_norm_entries(path + ("norm",), f"{name}.norm")}
+  return {
+    **conv_entries(path + ("proj",), f"{name}.proj"),
+    **layer_norm_entries(path + ("norm",), f"{name}.norm"),
+  }
 
 
 def patch_merging_entries(path: Path, name: str) -> ParamMap:
-  return {**layer_norm_entries(path + ("norm",), f"{name}.norm"),
-          **linear_entries(path + ("reduction",), f"{name}.reduction", bias=False)}
+  return {
+    **layer_norm_entries(path + ("norm",), f"{name}.norm"),
+    **linear_entries(path + ("reduction",), f"{name}.reduction", bias=False),
+  }
 
 
 def patch_expand_entries(path: Path, name: str) -> ParamMap:
-  return {**linear_entries(path + ("expand",), f"{name}.expand", bias=False),
-          **layer_norm_entries(path + ("norm",), f"{name}.norm")}
+  return {
+    **linear_entries(path + ("expand",), f"{name}.expand", bias=False),
+    **layer_norm_entries(path + ("norm",), f"{name}.norm"),
+  }
 
 
-def unet_config(state_dict: Mapping[str, np.ndarray], *, embed_conv: str, levels: str,
-                encoder_blocks: str, decoder_blocks: str) -> dict:
+def unet_config(
+  state_dict: Mapping[str, np.ndarray],
+  *,
+  embed_conv: str,
+  levels: str,
+  encoder_blocks: str,
+  decoder_blocks: str,
+) -> dict:
   """embed_dim, depths and decoder_depths of a VMamba-style U-Net's state_dict: the output width
   of the patch-embedding conv weight `embed_conv`, one level per index of `levels`
   ("Cross_block."), and per level the blocks of `encoder_blocks` / `decoder_blocks`, formatted
@@ -199,8 +215,9 @@ def unet_config(state_dict: Mapping[str, np.ndarray], *, embed_conv: str, levels
     fields["embed_dim"] = embed[0]
   if num_levels := block_count(state_dict, levels):
     for field, blocks in (("depths", encoder_blocks), ("decoder_depths", decoder_blocks)):
-      fields[field] = tuple(block_count(state_dict, blocks.format(level))
-                            for level in range(num_levels))
+      fields[field] = tuple(
+        block_count(state_dict, blocks.format(level)) for level in range(num_levels)
+      )
   return fields
 
 
@@ -208,8 +225,13 @@ def _dotted(paths) -> list[str]:
   return sorted(".".join(map(str, path)) for path in paths)
 
 
-def mapped_arrays(shapes: Mapping[Path, tuple[int, ...]], state_dict: Mapping[str, np.ndarray],
-                  mapping: ParamMap, *, ignored: Checks | None = None) -> dict[Path, np.ndarray]:
+def mapped_arrays(
+  shapes: Mapping[Path, tuple[int, ...]],
+  state_dict: Mapping[str, np.ndarray],
+  mapping: ParamMap,
+  *,
+  ignored: Checks | None = None,
+) -> dict[Path, np.ndarray]:
   """The value of every NNX parameter from `state_dict`, following `mapping`.
 
   Args:
@@ -238,30 +260,47 @@ def mapped_arrays(shapes: Mapping[Path, tuple[int, ...]], state_dict: Mapping[st
     except ValueError:  # e.g. a transpose for another number of dimensions
       value = None
     if value is None or value.shape != tuple(shapes[path]):
-      misfits.append(f"{name} {tensor.shape} does not fit {_dotted([path])[0]} "
-                     f"{tuple(shapes[path])}")
+      misfits.append(
+        f"{name} {tensor.shape} does not fit {_dotted([path])[0]} {tuple(shapes[path])}"
+      )
     else:
       arrays[path] = value
-  problems = [counted(title, names) for title, names in (
+  problems = [
+    counted(title, names)
+    for title, names in (
       ("NNX parameters without a PyTorch tensor", _dotted(set(shapes) - set(mapping))),
-      ("mapping entries naming NNX parameters that do not exist",
-       _dotted(set(mapping) - set(shapes))),
+      (
+        "mapping entries naming NNX parameters that do not exist",
+        _dotted(set(mapping) - set(shapes)),
+      ),
       ("PyTorch tensors mapped twice", sorted(name for name, n in used.items() if n > 1)),
       ("PyTorch tensors missing from the state_dict", sorted(set(used) - set(state_dict))),
-      ("PyTorch tensors with no NNX parameter",
-       sorted(set(state_dict) - set(used) - set(ignored))),
+      ("PyTorch tensors with no NNX parameter", sorted(set(state_dict) - set(used) - set(ignored))),
       ("misshapen tensors", sorted(misfits)),
-      ("ignored tensors failing their check",
-       sorted(name for name, check in ignored.items()
-              if name in state_dict and not check(np.asarray(state_dict[name]))))) if names]
+      (
+        "ignored tensors failing their check",
+        sorted(
+          name
+          for name, check in ignored.items()
+          if name in state_dict and not check(np.asarray(state_dict[name]))
+        ),
+      ),
+    )
+    if names
+  ]
   if problems:
     raise ValueError("; ".join(problems))
   return arrays
 
 
-def load_mapped(model: nnx.Module, state_dict: Mapping[str, np.ndarray], mapping: ParamMap, *,
-                ignored: Checks | None = None,
-                variables: tuple[type[nnx.Variable], ...] = (nnx.Param,)) -> None:
+def load_mapped(
+  model: nnx.Module,
+  state_dict: Mapping[str, np.ndarray],
+  mapping: ParamMap,
+  *,
+  ignored: Checks | None = None,
+  variables: tuple[type[nnx.Variable], ...] = (nnx.Param,),
+) -> None:
   """Copies `state_dict` into `model`'s variables following `mapping`, in place.
 
   Args:
@@ -273,7 +312,12 @@ def load_mapped(model: nnx.Module, state_dict: Mapping[str, np.ndarray], mapping
     ValueError: as `mapped_arrays`.
   """
   params = dict(nnx.to_flat_state(nnx.state(model, variables)))  # a tuple filter: any of them
-  arrays = mapped_arrays({path: var.shape for path, var in params.items()}, state_dict, mapping,
-                         ignored=ignored)
-  nnx.update(model, nnx.from_flat_state(
-      {path: type(params[path])(jnp.asarray(value)) for path, value in arrays.items()}))
+  arrays = mapped_arrays(
+    {path: var.shape for path, var in params.items()}, state_dict, mapping, ignored=ignored
+  )
+  nnx.update(
+    model,
+    nnx.from_flat_state(
+      {path: type(params[path])(jnp.asarray(value)) for path, value in arrays.items()}
+    ),
+  )

@@ -52,15 +52,18 @@ def _family_and_config(model_name: str, config) -> tuple[registry.Family, Any]:
   config_cls = family.variants[model_name]
   config = registry.make_config(model_name) if config is None else config
   if not isinstance(config, config_cls):
-    raise TypeError(f"config for {model_name!r} must be a {config_cls.__qualname__}, "
-                    f"got {type(config).__qualname__}")
+    raise TypeError(
+      f"config for {model_name!r} must be a {config_cls.__qualname__}, "
+      f"got {type(config).__qualname__}"
+    )
   return family, config
 
 
 def _torch_spec(family: registry.Family) -> registry.TorchSpec:
   if family.torch is None:
-    raise ConversionError(f"model {family.name!r} has no PyTorch weight map (its registry "
-                          "record sets no `torch`)")
+    raise ConversionError(
+      f"model {family.name!r} has no PyTorch weight map (its registry record sets no `torch`)"
+    )
   return family.torch
 
 
@@ -76,9 +79,17 @@ def seed_rng_state(flat_state, seed: int = 0):
   deterministic; unused in evaluation mode; distinct streams if the model is trained further."""
   key_paths = [path for path, var in flat_state if isinstance(var, nnx.RngKey)]
   keys = dict(zip(key_paths, jax.random.split(jax.random.key(seed), max(len(key_paths), 1))))
-  return [(path, var.replace(keys[path]) if isinstance(var, nnx.RngKey)
-           else var.replace(jnp.zeros(var.shape, var.dtype)) if isinstance(var, nnx.RngState)
-           else var) for path, var in flat_state]
+  return [
+    (
+      path,
+      var.replace(keys[path])
+      if isinstance(var, nnx.RngKey)
+      else var.replace(jnp.zeros(var.shape, var.dtype))
+      if isinstance(var, nnx.RngState)
+      else var,
+    )
+    for path, var in flat_state
+  ]
 
 
 @functools.lru_cache(maxsize=8)
@@ -100,8 +111,14 @@ def _weights(flat_state):
 def _filled_params(graphdef, flat_state, arrays: dict[ParamPath, np.ndarray]) -> Params:
   """Params of `graphdef` whose weights at each path of `flat_state` hold `arrays[path]`."""
   state = nnx.from_flat_state(
-      [(path, var if isinstance(var, nnx.RngState)
-        else var.replace(jnp.asarray(arrays[path], var.dtype))) for path, var in flat_state])
+    [
+      (
+        path,
+        var if isinstance(var, nnx.RngState) else var.replace(jnp.asarray(arrays[path], var.dtype)),
+      )
+      for path, var in flat_state
+    ]
+  )
   return Params(graphdef, state)
 
 
@@ -144,8 +161,10 @@ def _layout_summary(state_dict) -> str:
   (fit, family), total = _resemblance(state_dict)[0], len(state_dict)
   if _fits(fit, total):
     return f"its {total} tensor names look like {family!r} ({fit} of {total} fit its layout)"
-  return (f"its {total} tensor names ({name_list(sorted(state_dict))}) fit no registered "
-          f"model (closest: {family!r}, {fit} of {total}); models: {registry.families()}")
+  return (
+    f"its {total} tensor names ({name_list(sorted(state_dict))}) fit no registered "
+    f"model (closest: {family!r}, {fit} of {total}); models: {registry.families()}"
+  )
 
 
 def detect_model(state_dict) -> str:
@@ -168,16 +187,18 @@ def infer_config(state_dict, model_name: str | None = None, **overrides):
   """
   family = detect_model(state_dict)
   if model_name is not None and registry.get(model_name).name != family:
-    raise ConversionError(f"the checkpoint is not a {model_name!r} one: "
-                          f"{_layout_summary(state_dict)}")
+    raise ConversionError(
+      f"the checkpoint is not a {model_name!r} one: {_layout_summary(state_dict)}"
+    )
   model_name = model_name or family
   determined = _torch_spec(registry.get(model_name)).config_fields(state_dict)
   inferred = registry.make_config(model_name, **determined)
   config = registry.with_fields(inferred, model_name, **overrides)
-  contradicted = [f"{field}={getattr(config, field)!r} (the tensors say "
-                  f"{getattr(inferred, field)!r})"
-                  for field in sorted(set(overrides) & set(determined))
-                  if getattr(config, field) != getattr(inferred, field)]
+  contradicted = [
+    f"{field}={getattr(config, field)!r} (the tensors say {getattr(inferred, field)!r})"
+    for field in sorted(set(overrides) & set(determined))
+    if getattr(config, field) != getattr(inferred, field)
+  ]
   if contradicted:
     raise ConversionError(f"overrides contradict the checkpoint: {', '.join(contradicted)}")
   return model_name, config
@@ -187,8 +208,9 @@ def infer_config(state_dict, model_name: str | None = None, **overrides):
 # Mapping a state_dict onto a model's parameters.
 
 
-def convert(state_dict: dict[str, Any], model_name: str | None = None, config=None,
-            **overrides) -> Params:
+def convert(
+  state_dict: dict[str, Any], model_name: str | None = None, config=None, **overrides
+) -> Params:
   """Maps a PyTorch state_dict of the official code onto our params (in evaluation mode), by the
   model family's `registry.TorchSpec`.
 
@@ -216,11 +238,13 @@ def convert(state_dict: dict[str, Any], model_name: str | None = None, config=No
   graphdef, flat_state = _abstract_split(family.model, config)
   shapes = {path: tuple(var.shape) for path, var in _weights(flat_state)}
   try:
-    arrays = mapping.mapped_arrays(shapes, state_dict, spec.param_map(config),
-                                   ignored=spec.ignored(config))
+    arrays = mapping.mapped_arrays(
+      shapes, state_dict, spec.param_map(config), ignored=spec.ignored(config)
+    )
   except ValueError as error:
-    raise ConversionError(f"state_dict does not match {model_name!r}: {error}; "
-                          f"{_layout_summary(state_dict)}") from None
+    raise ConversionError(
+      f"state_dict does not match {model_name!r}: {error}; {_layout_summary(state_dict)}"
+    ) from None
   return _filled_params(graphdef, flat_state, arrays)
 
 
@@ -242,29 +266,38 @@ def save_params(params, directory, model_name: str, config, *, overwrite: bool =
   targets = [directory / PARAMS_FILE, directory / CONFIG_FILE]
   existing = [str(path) for path in targets if path.exists()]
   if existing and not overwrite:
-    raise FileExistsError(f"{', '.join(existing)} already exist; pass overwrite=True "
-                          "(--overwrite) to replace them")
-  tensors = {".".join(map(str, path)): np.ascontiguousarray(var.get_value())
-             for path, var in _weights(nnx.to_flat_state(params.state))}
+    raise FileExistsError(
+      f"{', '.join(existing)} already exist; pass overwrite=True (--overwrite) to replace them"
+    )
+  tensors = {
+    ".".join(map(str, path)): np.ascontiguousarray(var.get_value())
+    for path, var in _weights(nnx.to_flat_state(params.state))
+  }
   with atomic_output(directory / PARAMS_FILE, overwrite=True) as temporary:
     safetensors.numpy.save_file(tensors, temporary)
   with atomic_output(directory / CONFIG_FILE, overwrite=True) as temporary:
-    temporary.write_text(json.dumps(
-        {"model": model_name, "config": dataclasses.asdict(config)}, indent=1) + "\n")
+    temporary.write_text(
+      json.dumps({"model": model_name, "config": dataclasses.asdict(config)}, indent=1) + "\n"
+    )
 
 
 def _saved_model_and_config(directory: Path) -> tuple[str, dict[str, Any]]:
   """(model name, config fields) of DIR/config.json, checked for its form."""
   path = directory / CONFIG_FILE
   if not path.is_file():
-    raise FileNotFoundError(f"{path} does not exist: {directory} holds no converted params "
-                            "(fusionjax-convert writes them)")
+    raise FileNotFoundError(
+      f"{path} does not exist: {directory} holds no converted params "
+      "(fusionjax-convert writes them)"
+    )
   try:
     saved = json.loads(path.read_text())
   except json.JSONDecodeError as error:
     raise ValueError(f"{path}: not valid JSON ({error})") from None
-  if not (isinstance(saved, dict) and isinstance(saved.get("model"), str)
-          and isinstance(saved.get("config"), dict)):
+  if not (
+    isinstance(saved, dict)
+    and isinstance(saved.get("model"), str)
+    and isinstance(saved.get("config"), dict)
+  ):
     raise ValueError(f'{path}: expected {{"model": <name>, "config": {{...}}}}')
   return saved["model"], saved["config"]
 
@@ -279,15 +312,27 @@ def load_params(directory, **overrides) -> Params:
   if not (directory / PARAMS_FILE).is_file():
     raise FileNotFoundError(f"{directory / PARAMS_FILE} does not exist")
   tensors = safetensors.numpy.load_file(directory / PARAMS_FILE)
-  expected = {".".join(map(str, path)): (path, tuple(var.shape))
-              for path, var in _weights(flat_state)}
-  problems = [counted(title, names) for title, names in (
+  expected = {
+    ".".join(map(str, path)): (path, tuple(var.shape)) for path, var in _weights(flat_state)
+  }
+  problems = [
+    counted(title, names)
+    for title, names in (
       ("missing", sorted(set(expected) - set(tensors))),
       ("unexpected", sorted(set(tensors) - set(expected))),
-      ("misshapen", sorted(name for name in set(expected) & set(tensors)
-                           if tensors[name].shape != expected[name][1]))) if names]
+      (
+        "misshapen",
+        sorted(
+          name for name in set(expected) & set(tensors) if tensors[name].shape != expected[name][1]
+        ),
+      ),
+    )
+    if names
+  ]
   if problems:
-    raise ConversionError(f"{directory / PARAMS_FILE} does not match its config: "
-                          + "; ".join(problems))
-  return _filled_params(graphdef, flat_state,
-                        {path: tensors[name] for name, (path, _) in expected.items()})
+    raise ConversionError(
+      f"{directory / PARAMS_FILE} does not match its config: " + "; ".join(problems)
+    )
+  return _filled_params(
+    graphdef, flat_state, {path: tensors[name] for name, (path, _) in expected.items()}
+  )

@@ -5,31 +5,31 @@ tensorflow_datasets, not TensorFlow) before ``tfds.data_source("roadscene", ...)
 """
 
 from fusionjax.data.io import (
-    ImagePair,
-    PairedFolderSource,
-    decode_image,
-    decode_pair,
-    pair_folders,
-    read_image,
-    sample_dir,
+  ImagePair,
+  PairedFolderSource,
+  decode_image,
+  decode_pair,
+  pair_folders,
+  read_image,
+  sample_dir,
 )
 from fusionjax.data.pipeline import (
-    read_example,
-    stack_examples,
-    to_model_input,
-    train_dataset,
+  read_example,
+  stack_examples,
+  to_model_input,
+  train_dataset,
 )
 
 __all__ = [
-    "ImagePair",
-    "PairedFolderSource",
-    "decode_image",
-    "decode_pair",
-    "pair_folders",
-    "read_example",
-    "read_image",
-    "sample_dir",
-    "stack_examples",
-    "to_model_input",
-    "train_dataset",
+  "ImagePair",
+  "PairedFolderSource",
+  "decode_image",
+  "decode_pair",
+  "pair_folders",
+  "read_example",
+  "read_image",
+  "sample_dir",
+  "stack_examples",
+  "to_model_input",
+  "train_dataset",
 ]

@@ -93,8 +93,12 @@ def _compile(apply, params_treedef, params_specs: tuple, shape: tuple[int, int, 
   params = jax.tree.unflatten(params_treedef, params_specs)
   executable = jax.jit(apply).lower(params, plane, plane).compile()
   memory = executable.memory_analysis()
-  device_bytes = (memory.argument_size_in_bytes + memory.output_size_in_bytes
-                  + memory.temp_size_in_bytes - memory.alias_size_in_bytes)
+  device_bytes = (
+    memory.argument_size_in_bytes
+    + memory.output_size_in_bytes
+    + memory.temp_size_in_bytes
+    - memory.alias_size_in_bytes
+  )
   return executable, device_bytes
 
 
@@ -104,8 +108,7 @@ def compiled_call(fuser: Fuser, batch: int, height: int, width: int) -> tiling.C
   leaves, treedef = jax.tree.flatten(fuser.params)
   specs = tuple(jax.ShapeDtypeStruct(np.shape(leaf), leaf.dtype) for leaf in leaves)
   executable, device_bytes = _compile(fuser.apply, treedef, specs, (batch, height, width))
-  return tiling.CompiledCall(
-      lambda a, b: np.asarray(executable(fuser.params, a, b)), device_bytes)
+  return tiling.CompiledCall(lambda a, b: np.asarray(executable(fuser.params, a, b)), device_bytes)
 
 
 # --- buckets -----------------------------------------------------------------------------------
@@ -124,30 +127,41 @@ def bucket_shape(fuser: Fuser, height: int, width: int, options: Options) -> tup
 class BucketRunner:
   """Fuses the planes of one bucket shape by the memory plan for ``count`` of them."""
 
-  def __init__(self, fuser: Fuser, shape: tuple[int, int], count: int, options: Options,
-               progress: bool):
+  def __init__(
+    self, fuser: Fuser, shape: tuple[int, int], count: int, options: Options, progress: bool
+  ):
     self.fuser, self.shape, self.progress = fuser, shape, progress
     self.overlap = fuser.overlap if options.overlap is None else options.overlap
     if options.tile_size is not None and options.tile_size <= 2 * self.overlap:
-      raise ValueError(f"Options.tile_size ({options.tile_size}) must exceed twice the "
-                       f"overlap ({self.overlap}) of {fuser.name}")
+      raise ValueError(
+        f"Options.tile_size ({options.tile_size}) must exceed twice the "
+        f"overlap ({self.overlap}) of {fuser.name}"
+      )
     # Tiles are cut from the plane zero-padded onto the fuser's sampling grid.
-    self.canvas_pads = [(offset, -(offset + side) % fuser.tile_grid) for offset, side in
-                        ((fuser.tile_offset(side) if fuser.tile_offset else 0, side)
-                         for side in shape)]
+    self.canvas_pads = [
+      (offset, -(offset + side) % fuser.tile_grid)
+      for offset, side in (
+        (fuser.tile_offset(side) if fuser.tile_offset else 0, side) for side in shape
+      )
+    ]
     self.plan = tiling.plan(
-        functools.partial(compiled_call, fuser), *shape, count,
-        batch_size=options.batch_size,
-        memory_budget=options.memory_budget or default_memory_budget(),
-        tile_size=options.tile_size, overlap=self.overlap, align=fuser.tile_grid,
-        canvas=tuple(sum(pads) + side for pads, side in zip(self.canvas_pads, shape)))
+      functools.partial(compiled_call, fuser),
+      *shape,
+      count,
+      batch_size=options.batch_size,
+      memory_budget=options.memory_budget or default_memory_budget(),
+      tile_size=options.tile_size,
+      overlap=self.overlap,
+      align=fuser.tile_grid,
+      canvas=tuple(sum(pads) + side for pads, side in zip(self.canvas_pads, shape)),
+    )
     self.chunk = self.plan.batch if self.plan.tile is None else 1
 
   def __call__(self, group: Sequence[planes.Planes]) -> list[np.ndarray]:
     """Up to ``self.chunk`` pairs -> fused Y planes (H, W) float32, each cropped to its size."""
     pad = lambda plane: np.pad(
-        plane, [(0, target - side) for target, side in zip(self.shape, plane.shape)],
-        mode="symmetric")
+      plane, [(0, target - side) for target, side in zip(self.shape, plane.shape)], mode="symmetric"
+    )
     stacked_a = np.stack([pad(pair.y_a) for pair in group])
     stacked_b = np.stack([pad(pair.y_b) for pair in group])
     if self.plan.tile is None:
@@ -156,17 +170,25 @@ class BucketRunner:
       fused = self.plan.call.call(fill_up(stacked_a), fill_up(stacked_b))[..., 0]
     else:
       (top, _), (left, _) = self.canvas_pads
-      fused = [tiling.fuse_tiled(self.plan.call.call, np.pad(a, self.canvas_pads),
-                                 np.pad(b, self.canvas_pads), self.plan.tile, self.overlap,
-                                 self.plan.batch, align=self.fuser.tile_grid,
-                                 progress=self.progress)[top:, left:]
-               for a, b in zip(stacked_a, stacked_b)]
-    return [plane[:pair.y_a.shape[0], :pair.y_a.shape[1]]
-            for plane, pair in zip(fused, group)]
+      fused = [
+        tiling.fuse_tiled(
+          self.plan.call.call,
+          np.pad(a, self.canvas_pads),
+          np.pad(b, self.canvas_pads),
+          self.plan.tile,
+          self.overlap,
+          self.plan.batch,
+          align=self.fuser.tile_grid,
+          progress=self.progress,
+        )[top:, left:]
+        for a, b in zip(stacked_a, stacked_b)
+      ]
+    return [plane[: pair.y_a.shape[0], : pair.y_a.shape[1]] for plane, pair in zip(fused, group)]
 
 
-def fuse_arrays(fuser: Fuser, image_a: np.ndarray, image_b: np.ndarray,
-                options: Options = Options()) -> np.ndarray:
+def fuse_arrays(
+  fuser: Fuser, image_a: np.ndarray, image_b: np.ndarray, options: Options = Options()
+) -> np.ndarray:
   """Fuses one pair of arrays; no files.
 
   Args:
@@ -178,9 +200,10 @@ def fuse_arrays(fuser: Fuser, image_a: np.ndarray, image_b: np.ndarray,
     uint8 (H, W) if both sources are grey, else (H, W, 3) RGB.
   """
   image_a, image_b = (np.asarray(image) for image in (image_a, image_b))
-  image_a, image_b = (image[..., None] if image.ndim == 2 else image
-                      for image in (image_a, image_b))
+  image_a, image_b = (
+    image[..., None] if image.ndim == 2 else image for image in (image_a, image_b)
+  )
   pair = planes.pair_planes(fuser, "arrays", image_a, image_b, "image_a", "image_b")
   shape = bucket_shape(fuser, *pair.y_a.shape, options)
-  fused_y, = BucketRunner(fuser, shape, 1, options, progress=False)([pair])
+  (fused_y,) = BucketRunner(fuser, shape, 1, options, progress=False)([pair])
   return planes.to_uint8(fuser, fused_y, pair.chroma)

@@ -73,14 +73,17 @@ def inventory(source: Sequence[dict], fuser: Fuser | None = None) -> list[PairIn
       # The official reading of a 1 x 1 image of each file's kind (channels, dtype) raises
       # what the reading of the file would (8-bit only).
       try:
-        fuser.read_grey(*(np.zeros((1, 1, header.channels), header.dtype)
-                          for header in (header_a, header_b)))
+        fuser.read_grey(
+          *(np.zeros((1, 1, header.channels), header.dtype) for header in (header_a, header_b))
+        )
       except ValueError as error:
-        raise ValueError(f"{error} (files {os.fsdecode(record['path_a'])}, "
-                         f"{os.fsdecode(record['path_b'])})") from None
+        raise ValueError(
+          f"{error} (files {os.fsdecode(record['path_a'])}, {os.fsdecode(record['path_b'])})"
+        ) from None
     pairs.append(PairInfo(index, name, header_a.height, header_a.width))
-  repeated = sorted(name for name, count in collections.Counter(
-      pair.name for pair in pairs).items() if count > 1)
+  repeated = sorted(
+    name for name, count in collections.Counter(pair.name for pair in pairs).items() if count > 1
+  )
   if repeated:
     raise ValueError(f"pair names repeat in {source!r}: {repeated}")
   return pairs
@@ -104,9 +107,15 @@ class FusionJob:
     progress: show progress bars (pairs; tiles of tiled images).
   """
 
-  def __init__(self, fuser: Fuser, source: Sequence[dict],
-               options: batching.Options = batching.Options(), *,
-               pairs: Sequence[PairInfo] | None = None, progress: bool = True):
+  def __init__(
+    self,
+    fuser: Fuser,
+    source: Sequence[dict],
+    options: batching.Options = batching.Options(),
+    *,
+    pairs: Sequence[PairInfo] | None = None,
+    progress: bool = True,
+  ):
     self.fuser, self.source, self.options, self.progress = fuser, source, options, progress
     self.pairs = list(inventory(source, fuser) if pairs is None else pairs)
     self._buckets: dict[tuple[int, int], list[int]] = {}
@@ -126,22 +135,27 @@ class FusionJob:
     with _reading_inputs():
       name, image_a, image_b = io.decode_pair(record)
       # TFDS gives the paths as bytes, folder sources as str.
-      pair = planes.pair_planes(self.fuser, name, image_a, image_b,
-                                os.fsdecode(record["path_a"]), os.fsdecode(record["path_b"]))
+      pair = planes.pair_planes(
+        self.fuser,
+        name,
+        image_a,
+        image_b,
+        os.fsdecode(record["path_a"]),
+        os.fsdecode(record["path_b"]),
+      )
     return name, image_a, image_b, pair
 
   def __iter__(self) -> Iterator[FusedPair]:
-    with tqdm(total=len(self), desc=self.fuser.name, unit="pair",
-              disable=not self.progress) as bar:
+    with tqdm(total=len(self), desc=self.fuser.name, unit="pair", disable=not self.progress) as bar:
       for shape, indices in self._buckets.items():
-        runner = batching.BucketRunner(self.fuser, shape, len(indices), self.options,
-                                       self.progress)
+        runner = batching.BucketRunner(self.fuser, shape, len(indices), self.options, self.progress)
         for start in range(0, len(indices), runner.chunk):
-          decoded = [self._decode(index) for index in indices[start:start + runner.chunk]]
+          decoded = [self._decode(index) for index in indices[start : start + runner.chunk]]
           fused = runner([pair for *_, pair in decoded])
           for (name, image_a, image_b, pair), fused_y in zip(decoded, fused):
-            yield FusedPair(name, image_a, image_b,
-                            planes.to_uint8(self.fuser, fused_y, pair.chroma))
+            yield FusedPair(
+              name, image_a, image_b, planes.to_uint8(self.fuser, fused_y, pair.chroma)
+            )
             bar.update()
 
 
@@ -190,19 +204,30 @@ def check_outputs(paths: Sequence[pathlib.Path], *, overwrite: bool) -> None:
   existing = [str(path) for path in paths if path.exists()]
   if existing and not overwrite:
     more = f" and {len(existing) - 5} more" if len(existing) > 5 else ""
-    raise FileExistsError(f"{len(existing)} output(s) exist already: "
-                          f"{', '.join(existing[:5])}{more}; pass overwrite=True to replace")
+    raise FileExistsError(
+      f"{len(existing)} output(s) exist already: "
+      f"{', '.join(existing[:5])}{more}; pass overwrite=True to replace"
+    )
 
 
 def _check_existing_rule(overwrite: bool, skip_existing: bool) -> None:
   if overwrite and skip_existing:
-    raise ValueError("overwrite and skip_existing exclude each other: either replace the "
-                     "existing outputs or keep them")
+    raise ValueError(
+      "overwrite and skip_existing exclude each other: either replace the "
+      "existing outputs or keep them"
+    )
 
 
-def fuse_source(fuser: Fuser, source: Sequence[dict], out_dir: PathLike, *,
-                options: batching.Options = batching.Options(), overwrite: bool = False,
-                skip_existing: bool = False, progress: bool = True) -> list[pathlib.Path]:
+def fuse_source(
+  fuser: Fuser,
+  source: Sequence[dict],
+  out_dir: PathLike,
+  *,
+  options: batching.Options = batching.Options(),
+  overwrite: bool = False,
+  skip_existing: bool = False,
+  progress: bool = True,
+) -> list[pathlib.Path]:
   """Fuses every pair of a record source (``FusionJob``) into ``out_dir/<name>.png``.
 
   Every pair is checked (``inventory``) before any is fused. Outputs that exist already are
@@ -230,22 +255,45 @@ def fuse_source(fuser: Fuser, source: Sequence[dict], out_dir: PathLike, *,
   return [paths[name] for name in sorted(paths)]
 
 
-def fuse_folders(fuser: Fuser, dir_a: PathLike, dir_b: PathLike, out_dir: PathLike, *,
-                 prefix_a: str = "", prefix_b: str = "",
-                 options: batching.Options = batching.Options(), overwrite: bool = False,
-                 skip_existing: bool = False, progress: bool = True) -> list[pathlib.Path]:
+def fuse_folders(
+  fuser: Fuser,
+  dir_a: PathLike,
+  dir_b: PathLike,
+  out_dir: PathLike,
+  *,
+  prefix_a: str = "",
+  prefix_b: str = "",
+  options: batching.Options = batching.Options(),
+  overwrite: bool = False,
+  skip_existing: bool = False,
+  progress: bool = True,
+) -> list[pathlib.Path]:
   """Fuses the pairs of two folders, matched by file name (``io.pair_folders``; prefixes are
   stripped from the stems), into ``out_dir``, as ``fuse_source``."""
   with _reading_inputs():
-    source = io.PairedFolderSource.from_folders(dir_a, dir_b, prefix_a=prefix_a,
-                                                prefix_b=prefix_b)
-  return fuse_source(fuser, source, out_dir, options=options, overwrite=overwrite,
-                     skip_existing=skip_existing, progress=progress)
+    source = io.PairedFolderSource.from_folders(dir_a, dir_b, prefix_a=prefix_a, prefix_b=prefix_b)
+  return fuse_source(
+    fuser,
+    source,
+    out_dir,
+    options=options,
+    overwrite=overwrite,
+    skip_existing=skip_existing,
+    progress=progress,
+  )
 
 
-def fuse_pair(fuser: Fuser, path_a: PathLike, path_b: PathLike, out_path: PathLike, *,
-              options: batching.Options = batching.Options(), overwrite: bool = False,
-              skip_existing: bool = False, progress: bool = True) -> pathlib.Path:
+def fuse_pair(
+  fuser: Fuser,
+  path_a: PathLike,
+  path_b: PathLike,
+  out_path: PathLike,
+  *,
+  options: batching.Options = batching.Options(),
+  overwrite: bool = False,
+  skip_existing: bool = False,
+  progress: bool = True,
+) -> pathlib.Path:
   """Fuses one pair of image files into the PNG ``out_path`` (a progress bar over the tiles
   of a tiled image); an existing ``out_path`` as in ``fuse_source``."""
   _check_existing_rule(overwrite, skip_existing)
@@ -260,12 +308,13 @@ def fuse_pair(fuser: Fuser, path_a: PathLike, path_b: PathLike, out_path: PathLi
   source = io.PairedFolderSource([io.ImagePair(out_path.stem, *paths)])
   with _reading_inputs():
     pairs = inventory(source, fuser)
-  pair, = FusionJob(fuser, source, options, pairs=pairs, progress=progress)
+  (pair,) = FusionJob(fuser, source, options, pairs=pairs, progress=progress)
   return write_png(pair.fused, out_path, overwrite=overwrite)
 
 
-def fuse_paths(fuser: Fuser, input_a: PathLike, input_b: PathLike, output: PathLike,
-               **keywords) -> list[pathlib.Path]:
+def fuse_paths(
+  fuser: Fuser, input_a: PathLike, input_b: PathLike, output: PathLike, **keywords
+) -> list[pathlib.Path]:
   """Fuses two image files into the PNG ``output`` (into ``output/<name of a>.png`` when
   ``output`` is a folder), or two folders into the folder ``output``: ``fuse_pair`` or
   ``fuse_folders``, whose keyword arguments it takes. Returns the outputs."""
@@ -277,8 +326,10 @@ def fuse_paths(fuser: Fuser, input_a: PathLike, input_b: PathLike, output: PathL
     return fuse_folders(fuser, path_a, path_b, output, **keywords)
   if path_a.is_dir() or path_b.is_dir():
     kind = lambda path: "folder" if path.is_dir() else "file"
-    raise InputError(f"give two image files or two folders; {path_a} is a {kind(path_a)} "
-                     f"and {path_b} a {kind(path_b)}")
+    raise InputError(
+      f"give two image files or two folders; {path_a} is a {kind(path_a)} "
+      f"and {path_b} a {kind(path_b)}"
+    )
   output = pathlib.Path(output)
   if output.is_dir():
     output = output / f"{path_a.stem}.png"

@@ -23,8 +23,11 @@ def _swapped_apply(params: models.Params, a: jax.Array, b: jax.Array) -> jax.Arr
 
 
 def model_fuser(
-    model: models.Params | nnx.Module, *, name: str | None = None, swap_inputs: bool = False,
-    protocol: str = "default",
+  model: models.Params | nnx.Module,
+  *,
+  name: str | None = None,
+  swap_inputs: bool = False,
+  protocol: str = "default",
 ) -> Fuser:
   """A fuser for a fusionjax model, in evaluation mode, with its family's conventions.
 
@@ -48,16 +51,16 @@ def model_fuser(
   module.eval()
   official = protocol == "official"
   return Fuser(
-      name=name or family.name,
-      apply=_swapped_apply if swap_inputs else models.apply,
-      params=models.Params(*nnx.split(module)),
-      y_convention=spec.y_convention,
-      quantize_y=spec.quantize_y,
-      output=spec.output,
-      overlap=MODEL_OVERLAP,
-      read_grey=spec.official_grey if official else None,
-      resize_to=spec.official_size if official else None,
-      **spec.sampling_grid(module.config)._asdict(),
+    name=name or family.name,
+    apply=_swapped_apply if swap_inputs else models.apply,
+    params=models.Params(*nnx.split(module)),
+    y_convention=spec.y_convention,
+    quantize_y=spec.quantize_y,
+    output=spec.output,
+    overlap=MODEL_OVERLAP,
+    read_grey=spec.official_grey if official else None,
+    resize_to=spec.official_size if official else None,
+    **spec.sampling_grid(module.config)._asdict(),
   )
 
 

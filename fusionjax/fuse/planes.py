@@ -19,8 +19,9 @@ class Planes(NamedTuple):
   chroma: np.ndarray | None  # (H, W, 2) Cb, Cr
 
 
-def fuse_chroma(chroma_a: np.ndarray, chroma_b: np.ndarray,
-                convention: color.Convention) -> np.ndarray:
+def fuse_chroma(
+  chroma_a: np.ndarray, chroma_b: np.ndarray, convention: color.Convention
+) -> np.ndarray:
   """Mixes two sources' Cb/Cr, (H, W, 2) each, weighting each by its distance from neutral."""
   neutral = color.rgb_to_ycbcr(np.full(3, 0.5), convention)[1:]
   weight_a, weight_b = np.abs(chroma_a - neutral), np.abs(chroma_b - neutral)
@@ -29,8 +30,9 @@ def fuse_chroma(chroma_a: np.ndarray, chroma_b: np.ndarray,
   return np.where(total > 0, mixed, neutral).astype(np.float32)
 
 
-def pair_planes(fuser: Fuser, name: str, image_a: np.ndarray, image_b: np.ndarray,
-                source_a: str, source_b: str) -> Planes:
+def pair_planes(
+  fuser: Fuser, name: str, image_a: np.ndarray, image_b: np.ndarray, source_a: str, source_b: str
+) -> Planes:
   """The planes to fuse: ``_colour_planes``, or ``_grey_planes`` for a fuser that reads as an
   official test script does (``Fuser.read_grey``).
 
@@ -40,8 +42,10 @@ def pair_planes(fuser: Fuser, name: str, image_a: np.ndarray, image_b: np.ndarra
   """
   if image_a.shape[:2] != image_b.shape[:2]:
     (height_a, width_a), (height_b, width_b) = image_a.shape[:2], image_b.shape[:2]
-    raise ValueError(f"size mismatch: {source_a} is {width_a}x{height_a} (WxH) but "
-                     f"{source_b} is {width_b}x{height_b}")
+    raise ValueError(
+      f"size mismatch: {source_a} is {width_a}x{height_a} (WxH) but "
+      f"{source_b} is {width_b}x{height_b}"
+    )
   try:
     if fuser.read_grey is not None:
       return _grey_planes(fuser, image_a, image_b)
@@ -55,10 +59,13 @@ def _grey_planes(fuser: Fuser, image_a: np.ndarray, image_b: np.ndarray) -> Plan
   greys = fuser.read_grey(image_a, image_b)
   if fuser.resize_to is not None:
     size = (fuser.resize_to, fuser.resize_to)
-    greys = [np.asarray(Image.fromarray(grey).resize(size, Image.Resampling.BICUBIC))
-             for grey in greys]
-  y_a, y_b = (grey.astype(np.float32) / np.float32(255) if grey.dtype == np.uint8
-              else grey.astype(np.float32) for grey in greys)
+    greys = [
+      np.asarray(Image.fromarray(grey).resize(size, Image.Resampling.BICUBIC)) for grey in greys
+    ]
+  y_a, y_b = (
+    grey.astype(np.float32) / np.float32(255) if grey.dtype == np.uint8 else grey.astype(np.float32)
+    for grey in greys
+  )
   return Planes(y_a, y_b, None)
 
 
@@ -67,11 +74,12 @@ def _colour_planes(fuser: Fuser, name: str, image_a: np.ndarray, image_b: np.nda
   its full-range Y, as the models read that side with OpenCV's grey conversion; ``b`` its Y in
   the fuser's convention) and the chroma of the colour source(s) in the fuser's convention."""
   converted = pipeline.to_model_input(
-      {"img_a": image_a, "img_b": image_b, "name": name}, fuser.y_convention,
-      quantize=fuser.quantize_y)
+    {"img_a": image_a, "img_b": image_b, "name": name},
+    fuser.y_convention,
+    quantize=fuser.quantize_y,
+  )
   _, chroma_a = color.to_fusion_input(image_a, fuser.y_convention)
-  chroma_b = (np.concatenate([converted["cb"], converted["cr"]], -1)
-              if "cb" in converted else None)
+  chroma_b = np.concatenate([converted["cb"], converted["cr"]], -1) if "cb" in converted else None
   if chroma_a is None or chroma_b is None:
     chroma = chroma_b if chroma_a is None else chroma_a
   else:

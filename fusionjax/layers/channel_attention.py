@@ -29,7 +29,7 @@ class ECA(nnx.Module):
     padded = jnp.pad(pooled, [(0, 0), (1, 1)])
     channels = pooled.shape[-1]
     w = self.kernel[...]
-    mixed = sum(w[i] * padded[:, i:i + channels] for i in range(self.KERNEL_SIZE))
+    mixed = sum(w[i] * padded[:, i : i + channels] for i in range(self.KERNEL_SIZE))
     return x * jax.nn.sigmoid(mixed)[:, None, None, :]
 
 

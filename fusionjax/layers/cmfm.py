@@ -50,15 +50,15 @@ class CrossES2D(nnx.Module):
 
   EXPAND = 2
 
-  def __init__(self, d_model: int, *, d_state: int, second_gate_from_first: bool,
-               rngs: nnx.Rngs):
+  def __init__(self, d_model: int, *, d_state: int, second_gate_from_first: bool, rngs: nnx.Rngs):
     d_inner = self.EXPAND * d_model
     self.second_gate_from_first = second_gate_from_first
     self.in_proj1 = linear(d_model, 2 * d_inner, use_bias=False, rngs=rngs)
     self.in_proj2 = linear(d_model, 2 * d_inner, use_bias=False, rngs=rngs)
     self.conv = depthwise_conv3x3(d_inner, rngs=rngs)
-    self.ssm = DirectionalSSM(scan2d.NUM_DIRECTIONS, d_inner, dt_rank_for(d_model), d_state,
-                              rngs=rngs)
+    self.ssm = DirectionalSSM(
+      scan2d.NUM_DIRECTIONS, d_inner, dt_rank_for(d_model), d_state, rngs=rngs
+    )
     self.out_norm = layer_norm(d_inner, rngs=rngs)
     self.out_proj = linear(d_inner, d_model, use_bias=False, rngs=rngs)
 
@@ -79,8 +79,9 @@ class CMFM(nnx.Module):
     self.dfem = DFEM(dim, rngs=rngs)
     self.norm_p = layer_norm(dim, rngs=rngs)
     self.norm_q = layer_norm(dim, rngs=rngs)
-    self.mixer = CrossES2D(dim, d_state=d_state, second_gate_from_first=second_gate_from_first,
-                           rngs=rngs)
+    self.mixer = CrossES2D(
+      dim, d_state=d_state, second_gate_from_first=second_gate_from_first, rngs=rngs
+    )
     self.eca = ECA(rngs=rngs)
 
   def __call__(self, p, q):

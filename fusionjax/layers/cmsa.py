@@ -24,7 +24,12 @@ from flax import nnx
 from fusionjax.layers import scan2d
 from fusionjax.layers.ssm import SelectionProjection, SelectiveSSM
 from fusionjax.layers.torch_init import (
-    depthwise_conv3x3, dt_rank_for, layer_norm, linear, torch_uniform_init)
+  depthwise_conv3x3,
+  dt_rank_for,
+  layer_norm,
+  linear,
+  torch_uniform_init,
+)
 
 
 class CrossSS2D(nnx.Module):
@@ -53,8 +58,10 @@ class CrossSS2D(nnx.Module):
     x_ir, z_ir = self._conv_branch(ir)
     x_vis, z_vis = self._conv_branch(vis)
     seq_ir, seq_vis = scan2d.cross_scan(x_ir), scan2d.cross_scan(x_vis)  # (batch, L, 4, d_inner)
-    selection = [scan2d.interleave(a, b) for a, b in
-                 zip(self.selection_ir(seq_ir), self.selection_vis(seq_vis))]
+    selection = [
+      scan2d.interleave(a, b)
+      for a, b in zip(self.selection_ir(seq_ir), self.selection_vis(seq_vis))
+    ]
     # The mark is per token, so marking the map and then scanning equals marking each sequence.
     mark = scan2d.cross_scan(jnp.concatenate([x_ir, x_vis], axis=-1) @ self.mark[...])
     y = self.ssm(scan2d.interleave(seq_ir + mark, seq_vis + mark), *selection)
@@ -68,11 +75,10 @@ class CrossSS2D(nnx.Module):
 class CMSALevel(nnx.Module):
   """(ir, vis) -> fused (batch, H, W, d_model): per block ir += d_ir, vis += d_vis; ir + vis."""
 
-  def __init__(self, d_model: int, num_blocks: int, *, expand: float, d_state: int,
-               rngs: nnx.Rngs):
-    self.blocks = nnx.List([
-        CrossSS2D(d_model, expand=expand, d_state=d_state, rngs=rngs)
-        for _ in range(num_blocks)])
+  def __init__(self, d_model: int, num_blocks: int, *, expand: float, d_state: int, rngs: nnx.Rngs):
+    self.blocks = nnx.List(
+      [CrossSS2D(d_model, expand=expand, d_state=d_state, rngs=rngs) for _ in range(num_blocks)]
+    )
 
   def __call__(self, ir, vis):
     for block in self.blocks:

@@ -18,8 +18,9 @@ def overlap_add(patches, stride: int):
   out = jnp.zeros((batch, (h - 1) * stride + k, (w - 1) * stride + k, channels), patches.dtype)
   for ki in range(k):
     for kj in range(k):
-      out = out.at[:, ki:ki + (h - 1) * stride + 1:stride,
-                   kj:kj + (w - 1) * stride + 1:stride].add(patches[:, :, :, ki, kj])
+      out = out.at[
+        :, ki : ki + (h - 1) * stride + 1 : stride, kj : kj + (w - 1) * stride + 1 : stride
+      ].add(patches[:, :, :, ki, kj])
   return out
 
 
@@ -30,13 +31,14 @@ class FoldHead(nnx.Module):
 
   def __init__(self, dim: int, *, rngs: nnx.Rngs):
     self.channels = dim // 4
-    self.expand = linear(dim, self.KERNEL_SIZE ** 2 * self.channels, use_bias=False, rngs=rngs)
+    self.expand = linear(dim, self.KERNEL_SIZE**2 * self.channels, use_bias=False, rngs=rngs)
     # The official module owns this LayerNorm but never applies it; it is kept so that
     # checkpoints load one to one (and the parameter count matches).
     self.unused_norm = layer_norm(self.channels, rngs=rngs)
     self.out_conv = conv(self.channels, 1, 1, rngs=rngs)
 
   def __call__(self, x):
-    patches = rearrange(self.expand(x), "b h w (c ki kj) -> b h w ki kj c",
-                        ki=self.KERNEL_SIZE, kj=self.KERNEL_SIZE)
+    patches = rearrange(
+      self.expand(x), "b h w (c ki kj) -> b h w ki kj c", ki=self.KERNEL_SIZE, kj=self.KERNEL_SIZE
+    )
     return self.out_conv(overlap_add(patches, self.STRIDE))

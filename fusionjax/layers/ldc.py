@@ -20,8 +20,9 @@ class LDC(nnx.Module):
   """(batch, H, W, in_channels) -> (batch, H, W, out_channels)."""
 
   def __init__(self, in_channels: int, out_channels: int, *, rngs: nnx.Rngs):
-    self.kernel = nnx.Param(torch_default_kernel_init(
-        rngs.params(), (3, 3, in_channels, out_channels)))  # HWIO
+    self.kernel = nnx.Param(
+      torch_default_kernel_init(rngs.params(), (3, 3, in_channels, out_channels))
+    )  # HWIO
     self.centre_gain = nnx.Param(jax.numpy.ones((in_channels, out_channels)))
     self.theta = nnx.Param(jax.numpy.full((1,), 0.5))
 
@@ -34,5 +35,9 @@ class LDC(nnx.Module):
 
   def __call__(self, x):
     return jax.lax.conv_general_dilated(
-        x, self.effective_kernel(), window_strides=(1, 1), padding=[(1, 1), (1, 1)],
-        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      x,
+      self.effective_kernel(),
+      window_strides=(1, 1),
+      padding=[(1, 1), (1, 1)],
+      dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )

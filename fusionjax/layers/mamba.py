@@ -29,9 +29,14 @@ from flax import nnx
 
 from fusionjax.kernels import selective_scan_channels_last
 from fusionjax.layers.torch_init import (
-    dt_rank_for, layer_norm, mamba_dt_bias_init, mamba_dt_kernel_init, s4d_real_a_log, torch_conv,
-    torch_linear)
-
+  dt_rank_for,
+  layer_norm,
+  mamba_dt_bias_init,
+  mamba_dt_kernel_init,
+  s4d_real_a_log,
+  torch_conv,
+  torch_linear,
+)
 
 # ----------------------------------------------------------------------------------------------
 # Mixers.
@@ -53,18 +58,32 @@ class SelectiveScanBranch(nnx.Module):
   every branch with `set_attributes(scan_impl=..., raise_if_not_found=False)`.
   """
 
-  def __init__(self, d_inner: int, *, d_state: int, dt_rank: int, d_conv: int,
-               mamba_dt_init: bool, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    d_inner: int,
+    *,
+    d_state: int,
+    dt_rank: int,
+    d_conv: int,
+    mamba_dt_init: bool,
+    rngs: nnx.Rngs,
+  ):
     """`mamba_dt_init`: Mamba's dt_proj init (main branches) instead of torch's Linear default."""
     self.d_state = d_state
     self.dt_rank = dt_rank
     self.scan_impl = "auto"
-    self.conv1d = torch_conv(d_inner, d_inner, (d_conv,), padding=((d_conv - 1, 0),),
-                             groups=d_inner, rngs=rngs)
+    self.conv1d = torch_conv(
+      d_inner, d_inner, (d_conv,), padding=((d_conv - 1, 0),), groups=d_inner, rngs=rngs
+    )
     self.x_proj = torch_linear(d_inner, dt_rank + 2 * d_state, use_bias=False, rngs=rngs)
     if mamba_dt_init:
-      self.dt_proj = nnx.Linear(dt_rank, d_inner, kernel_init=mamba_dt_kernel_init(dt_rank),
-                                bias_init=mamba_dt_bias_init, rngs=rngs)
+      self.dt_proj = nnx.Linear(
+        dt_rank,
+        d_inner,
+        kernel_init=mamba_dt_kernel_init(dt_rank),
+        bias_init=mamba_dt_bias_init,
+        rngs=rngs,
+      )
     else:
       self.dt_proj = torch_linear(dt_rank, d_inner, use_bias=True, rngs=rngs)
     self.D = nnx.Param(jnp.ones((d_inner,), jnp.float32))
@@ -75,8 +94,17 @@ class SelectiveScanBranch(nnx.Module):
     dt, B, C = jnp.split(self.x_proj(x), [self.dt_rank, self.dt_rank + self.d_state], axis=-1)
     delta = dt @ self.dt_proj.kernel[...]
     return selective_scan_channels_last(
-        x, delta, A, B, C, D=self.D[...], z=z, delta_bias=self.dt_proj.bias[...],
-        delta_softplus=True, impl=self.scan_impl)
+      x,
+      delta,
+      A,
+      B,
+      C,
+      D=self.D[...],
+      z=z,
+      delta_bias=self.dt_proj.bias[...],
+      delta_softplus=True,
+      impl=self.scan_impl,
+    )
 
 
 class Mamba(nnx.Module):
@@ -87,13 +115,22 @@ class Mamba(nnx.Module):
   x_proj, dt_proj, A_log, D, out_proj (ours: conv1d, x_proj, dt_proj, D under `ssm`).
   """
 
-  def __init__(self, d_model: int, *, d_state: int = 16, d_conv: int = 4, expand: int = 2,
-               dt_rank: int | None = None, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    d_model: int,
+    *,
+    d_state: int = 16,
+    d_conv: int = 4,
+    expand: int = 2,
+    dt_rank: int | None = None,
+    rngs: nnx.Rngs,
+  ):
     d_inner = expand * d_model
     dt_rank = dt_rank or dt_rank_for(d_model)
     self.in_proj = torch_linear(d_model, 2 * d_inner, use_bias=False, rngs=rngs)
-    self.ssm = SelectiveScanBranch(d_inner, d_state=d_state, dt_rank=dt_rank, d_conv=d_conv,
-                                   mamba_dt_init=True, rngs=rngs)
+    self.ssm = SelectiveScanBranch(
+      d_inner, d_state=d_state, dt_rank=dt_rank, d_conv=d_conv, mamba_dt_init=True, rngs=rngs
+    )
     self.A_log = nnx.Param(s4d_real_a_log((d_inner,), d_state))
     self.out_proj = torch_linear(d_inner, d_model, use_bias=False, rngs=rngs)
 
@@ -120,15 +157,29 @@ class MultiModalMamba(nnx.Module):
       official state_dict lacks) instead of sharing A_b_log.
   """
 
-  def __init__(self, d_model: int, *, d_state: int = 16, d_conv: int = 4, expand: int = 2,
-               dt_rank: int | None = None, shared_gate: bool = False, separate_c_a: bool = False,
-               rngs: nnx.Rngs):
+  def __init__(
+    self,
+    d_model: int,
+    *,
+    d_state: int = 16,
+    d_conv: int = 4,
+    expand: int = 2,
+    dt_rank: int | None = None,
+    shared_gate: bool = False,
+    separate_c_a: bool = False,
+    rngs: nnx.Rngs,
+  ):
     d_inner = expand * d_model
     dt_rank = dt_rank or dt_rank_for(d_model)
     self.shared_gate = shared_gate
     branch = lambda mamba_dt_init: SelectiveScanBranch(
-        d_inner, d_state=d_state, dt_rank=dt_rank, d_conv=d_conv, mamba_dt_init=mamba_dt_init,
-        rngs=rngs)
+      d_inner,
+      d_state=d_state,
+      dt_rank=dt_rank,
+      d_conv=d_conv,
+      mamba_dt_init=mamba_dt_init,
+      rngs=rngs,
+    )
     self.in_proj = torch_linear(d_model, 2 * d_inner, use_bias=False, rngs=rngs)
     self.in_proj_extra1 = torch_linear(d_model, 2 * d_inner, use_bias=False, rngs=rngs)
     self.in_proj_extra2 = torch_linear(d_model, 2 * d_inner, use_bias=False, rngs=rngs)
@@ -149,8 +200,11 @@ class MultiModalMamba(nnx.Module):
       z_b = z_c = z
     a_b = -jnp.exp(self.A_b_log[...])
     a_c = a_b if self.A_c_log is None else -jnp.exp(self.A_c_log[...])
-    y = (self.ssm(x, z, -jnp.exp(self.A_log[...])) + self.ssm_b(x_b, z_b, a_b)
-         + self.ssm_c(x_c, z_c, a_c))
+    y = (
+      self.ssm(x, z, -jnp.exp(self.A_log[...]))
+      + self.ssm_b(x_b, z_b, a_b)
+      + self.ssm_c(x_c, z_c, a_c)
+    )
     return self.out_proj(y)
 
 
@@ -219,11 +273,20 @@ class M3Block(nnx.Module):
   `norm_twice=False` is the paper's single normalisation.
   """
 
-  def __init__(self, dim: int, *, mamba_kwargs: dict, norm_twice: bool = True,
-               shared_gate: bool = False, separate_c_a: bool = False, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    dim: int,
+    *,
+    mamba_kwargs: dict,
+    norm_twice: bool = True,
+    shared_gate: bool = False,
+    separate_c_a: bool = False,
+    rngs: nnx.Rngs,
+  ):
     self.norm_twice = norm_twice
     self.multi_modal_mamba_block = MultiModalMamba(
-        dim, **mamba_kwargs, shared_gate=shared_gate, separate_c_a=separate_c_a, rngs=rngs)
+      dim, **mamba_kwargs, shared_gate=shared_gate, separate_c_a=separate_c_a, rngs=rngs
+    )
     self.norm1 = layer_norm(dim, rngs=rngs)
     self.norm2 = layer_norm(dim, rngs=rngs)
     self.norm3 = layer_norm(dim, rngs=rngs)
@@ -239,9 +302,10 @@ class M3Block(nnx.Module):
     """
     fusion_residual = fusion + fusion_residual
     mixed = self.multi_modal_mamba_block(
-        self._normalise(self.norm1, fusion_residual),
-        extra1=self._normalise(self.norm2, i2),
-        extra2=self._normalise(self.norm3, i1))
+      self._normalise(self.norm1, fusion_residual),
+      extra1=self._normalise(self.norm2, i2),
+      extra2=self._normalise(self.norm3, i1),
+    )
     image = mixed.reshape(mixed.shape[0], height, width, mixed.shape[-1])
     fusion = (self.dwconv(image) + image).reshape(mixed.shape)
     return fusion, fusion_residual

@@ -16,8 +16,7 @@ class PatchEmbed(nnx.Module):
   H' = (H - kernel) // stride + 1.
   """
 
-  def __init__(self, in_channels: int, dim: int, *, kernel_size: int, stride: int,
-               rngs: nnx.Rngs):
+  def __init__(self, in_channels: int, dim: int, *, kernel_size: int, stride: int, rngs: nnx.Rngs):
     self.proj = conv(in_channels, dim, kernel_size, stride=stride, rngs=rngs)
     self.norm = layer_norm(dim, rngs=rngs)
 
@@ -55,6 +54,7 @@ class PatchExpand(nnx.Module):
     self.norm = layer_norm(out_dim, rngs=rngs)
 
   def __call__(self, x):
-    x = rearrange(self.expand(x), "b h w (p1 p2 c) -> b (h p1) (w p2) c",
-                  p1=self.scale, p2=self.scale)
+    x = rearrange(
+      self.expand(x), "b h w (p1 p2 c) -> b (h p1) (w p2) c", p1=self.scale, p2=self.scale
+    )
     return self.norm(x)

@@ -33,8 +33,16 @@ _KAIMING_FAN_OUT = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 def _conv(in_ch, out_ch, kernel, stride, rngs):
   pad = kernel // 2
-  return nnx.Conv(in_ch, out_ch, (kernel, kernel), strides=stride, padding=((pad, pad),) * 2,
-                  use_bias=False, kernel_init=_KAIMING_FAN_OUT, rngs=rngs)
+  return nnx.Conv(
+    in_ch,
+    out_ch,
+    (kernel, kernel),
+    strides=stride,
+    padding=((pad, pad),) * 2,
+    use_bias=False,
+    kernel_init=_KAIMING_FAN_OUT,
+    rngs=rngs,
+  )
 
 
 def _batch_norm(channels, rngs):
@@ -101,17 +109,21 @@ def imagenet_input(gray):
 
 
 def _batch_norm_entries(path, name):
-  return {path + ("scale",): (f"{name}.weight", torch_mapping.identity),
-          path + ("bias",): (f"{name}.bias", torch_mapping.identity),
-          path + ("mean",): (f"{name}.running_mean", torch_mapping.identity),
-          path + ("var",): (f"{name}.running_var", torch_mapping.identity)}
+  return {
+    path + ("scale",): (f"{name}.weight", torch_mapping.identity),
+    path + ("bias",): (f"{name}.bias", torch_mapping.identity),
+    path + ("mean",): (f"{name}.running_mean", torch_mapping.identity),
+    path + ("var",): (f"{name}.running_var", torch_mapping.identity),
+  }
 
 
 def torch_param_map() -> torch_mapping.ParamMap:
   """NNX path -> (torchvision `resnet50().state_dict()` name, layout transform)."""
   tm = torch_mapping
-  entries = {**tm.conv_entries(("conv1",), "conv1", bias=False),
-             **_batch_norm_entries(("bn1",), "bn1")}
+  entries = {
+    **tm.conv_entries(("conv1",), "conv1", bias=False),
+    **_batch_norm_entries(("bn1",), "bn1"),
+  }
   for index, blocks in enumerate(STAGE_BLOCKS):
     for block in range(blocks):
       path, name = ("stages", index, block), f"layer{index + 1}.{block}"
@@ -126,10 +138,12 @@ def torch_param_map() -> torch_mapping.ParamMap:
 
 def torch_to_params(state_dict: Mapping[str, np.ndarray], model: ResNet50) -> None:
   """Loads a torchvision ResNet-50 state_dict into `model` (parameters and BN statistics)."""
-  num_batches = {name: (lambda value: True) for name in state_dict
-                 if name.endswith(".num_batches_tracked")}
-  torch_mapping.load_mapped(model, state_dict, torch_param_map(), ignored=num_batches,
-                            variables=(nnx.Param, nnx.BatchStat))
+  num_batches = {
+    name: (lambda value: True) for name in state_dict if name.endswith(".num_batches_tracked")
+  }
+  torch_mapping.load_mapped(
+    model, state_dict, torch_param_map(), ignored=num_batches, variables=(nnx.Param, nnx.BatchStat)
+  )
 
 
 def load_resnet50(path: str | Path) -> ResNet50:

@@ -43,8 +43,9 @@ def cross_merge(y, height: int, width: int):
   """
   rows = y[:, :, 0] + y[:, ::-1, 2]
   cols = y[:, :, 1] + y[:, ::-1, 3]
-  return (rearrange(rows, "b (h w) c -> b h w c", h=height, w=width)
-          + rearrange(cols, "b (w h) c -> b h w c", h=height, w=width))
+  return rearrange(rows, "b (h w) c -> b h w c", h=height, w=width) + rearrange(
+    cols, "b (w h) c -> b h w c", h=height, w=width
+  )
 
 
 def _pad_even(x):
@@ -58,12 +59,15 @@ def _pad_even(x):
 def skip_scan(x):
   """(batch, H, W, C) -> (batch, ceil(H/2)*ceil(W/2), 4, C), the ES2D sub-grid sequences."""
   x = _pad_even(x)
-  return jnp.stack([
+  return jnp.stack(
+    [
       _row_major(x[:, 0::2, 0::2]),
       _column_major(x[:, 1::2, 0::2]),
       _row_major(x[:, 0::2, 1::2]),
       _column_major(x[:, 1::2, 1::2]),
-  ], axis=2)
+    ],
+    axis=2,
+  )
 
 
 def skip_merge(y, height: int, width: int):

@@ -23,18 +23,22 @@ from flax import nnx
 
 from fusionjax.kernels import selective_scan_channels_last
 from fusionjax.layers.torch_init import (
-    mamba_dt_bias_init, mamba_dt_kernel_init, s4d_real_a_log, torch_uniform_init)
+  mamba_dt_bias_init,
+  mamba_dt_kernel_init,
+  s4d_real_a_log,
+  torch_uniform_init,
+)
 
 
 class SelectionProjection(nnx.Module):
   """x_proj of K directions: (batch, L, K, d_inner) -> low-rank delta, B, C of every token."""
 
-  def __init__(self, num_directions: int, d_inner: int, dt_rank: int, d_state: int, *,
-               rngs: nnx.Rngs):
+  def __init__(
+    self, num_directions: int, d_inner: int, dt_rank: int, d_state: int, *, rngs: nnx.Rngs
+  ):
     self.dt_rank, self.d_state = dt_rank, d_state
     init = torch_uniform_init(d_inner)
-    self.kernel = nnx.Param(
-        init(rngs.params(), (num_directions, d_inner, dt_rank + 2 * d_state)))
+    self.kernel = nnx.Param(init(rngs.params(), (num_directions, d_inner, dt_rank + 2 * d_state)))
 
   def __call__(self, xs):
     """xs (batch, L, K, d_inner) -> delta_low_rank (batch, L, K, R), B and C (batch, L, K, N)."""
@@ -49,12 +53,14 @@ class SelectiveSSM(nnx.Module):
   every SSM with `set_attributes(scan_impl=..., raise_if_not_found=False)`.
   """
 
-  def __init__(self, num_directions: int, d_inner: int, dt_rank: int, d_state: int, *,
-               rngs: nnx.Rngs):
+  def __init__(
+    self, num_directions: int, d_inner: int, dt_rank: int, d_state: int, *, rngs: nnx.Rngs
+  ):
     self.scan_impl = "auto"
     shape = (num_directions, d_inner)
-    self.dt_kernel = nnx.Param(mamba_dt_kernel_init(dt_rank)(
-        rngs.params(), (num_directions, dt_rank, d_inner)))
+    self.dt_kernel = nnx.Param(
+      mamba_dt_kernel_init(dt_rank)(rngs.params(), (num_directions, dt_rank, d_inner))
+    )
     self.dt_bias = nnx.Param(mamba_dt_bias_init(rngs.params(), shape))
     self.A_log = nnx.Param(s4d_real_a_log(shape, d_state))
     self.D = nnx.Param(jnp.ones(shape, jnp.float32))
@@ -74,17 +80,25 @@ class SelectiveSSM(nnx.Module):
     delta = jnp.einsum("blkr,krd->blkd", delta_low_rank, self.dt_kernel[...])
     flat = lambda x: x.reshape(batch, length, directions * d_inner)
     y = selective_scan_channels_last(
-        flat(u), flat(delta), -jnp.exp(self.A_log[...]).reshape(directions * d_inner, -1), B, C,
-        D=self.D[...].reshape(-1), delta_bias=self.dt_bias[...].reshape(-1),
-        delta_softplus=True, impl=self.scan_impl)
+      flat(u),
+      flat(delta),
+      -jnp.exp(self.A_log[...]).reshape(directions * d_inner, -1),
+      B,
+      C,
+      D=self.D[...].reshape(-1),
+      delta_bias=self.dt_bias[...].reshape(-1),
+      delta_softplus=True,
+      impl=self.scan_impl,
+    )
     return y.reshape(u.shape)
 
 
 class DirectionalSSM(nnx.Module):
   """One `SelectionProjection` feeding one `SelectiveSSM`: the SSM of SS2D and ES2D."""
 
-  def __init__(self, num_directions: int, d_inner: int, dt_rank: int, d_state: int, *,
-               rngs: nnx.Rngs):
+  def __init__(
+    self, num_directions: int, d_inner: int, dt_rank: int, d_state: int, *, rngs: nnx.Rngs
+  ):
     self.selection = SelectionProjection(num_directions, d_inner, dt_rank, d_state, rngs=rngs)
     self.ssm = SelectiveSSM(num_directions, d_inner, dt_rank, d_state, rngs=rngs)
 

@@ -50,18 +50,25 @@ def torch_uniform_init(fan_in: int):
 torch_default_kernel_init = nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
 
-def torch_linear(in_features: int, out_features: int, *, use_bias: bool,
-                 rngs: nnx.Rngs) -> nnx.Linear:
+def torch_linear(
+  in_features: int, out_features: int, *, use_bias: bool, rngs: nnx.Rngs
+) -> nnx.Linear:
   """nnx.Linear initialised like torch.nn.Linear: kernel (in, out), bias (out,)."""
   init = torch_uniform_init(in_features)
-  return nnx.Linear(in_features, out_features, use_bias=use_bias, kernel_init=init,
-                    bias_init=init, rngs=rngs)
+  return nnx.Linear(
+    in_features, out_features, use_bias=use_bias, kernel_init=init, bias_init=init, rngs=rngs
+  )
 
 
 def linear(in_features: int, out_features: int, *, use_bias: bool, rngs: nnx.Rngs) -> nnx.Linear:
   """(..., in_features) -> (..., out_features); weight ~ normal(0.02), bias zero (timm's init)."""
-  return nnx.Linear(in_features, out_features, use_bias=use_bias,
-                    kernel_init=nnx.initializers.normal(LINEAR_INIT_STD), rngs=rngs)
+  return nnx.Linear(
+    in_features,
+    out_features,
+    use_bias=use_bias,
+    kernel_init=nnx.initializers.normal(LINEAR_INIT_STD),
+    rngs=rngs,
+  )
 
 
 def layer_norm(features: int, *, rngs: nnx.Rngs) -> nnx.LayerNorm:
@@ -70,26 +77,58 @@ def layer_norm(features: int, *, rngs: nnx.Rngs) -> nnx.LayerNorm:
   return nnx.LayerNorm(features, epsilon=LAYER_NORM_EPS, use_fast_variance=False, rngs=rngs)
 
 
-def torch_conv(in_features: int, out_features: int, kernel_size: tuple[int, ...], *, padding,
-               groups: int = 1, rngs: nnx.Rngs) -> nnx.Conv:
+def torch_conv(
+  in_features: int,
+  out_features: int,
+  kernel_size: tuple[int, ...],
+  *,
+  padding,
+  groups: int = 1,
+  rngs: nnx.Rngs,
+) -> nnx.Conv:
   """Stride-1 nnx.Conv with bias initialised like torch.nn.Conv1d/2d, the kernel as U(-b, b).
 
   Kernel (*kernel_size, in/groups, out); `padding` is one (before, after) pair per spatial axis.
   """
   init = torch_uniform_init(in_features // groups * math.prod(kernel_size))
-  return nnx.Conv(in_features, out_features, kernel_size, padding=padding,
-                  feature_group_count=groups, kernel_init=init, bias_init=init, rngs=rngs)
+  return nnx.Conv(
+    in_features,
+    out_features,
+    kernel_size,
+    padding=padding,
+    feature_group_count=groups,
+    kernel_init=init,
+    bias_init=init,
+    rngs=rngs,
+  )
 
 
-def conv(in_features: int, out_features: int, kernel_size: int, *, stride: int = 1,
-         padding: int = 0, groups: int = 1, use_bias: bool = True, rngs: nnx.Rngs) -> nnx.Conv:
+def conv(
+  in_features: int,
+  out_features: int,
+  kernel_size: int,
+  *,
+  stride: int = 1,
+  padding: int = 0,
+  groups: int = 1,
+  use_bias: bool = True,
+  rngs: nnx.Rngs,
+) -> nnx.Conv:
   """NHWC convolution with PyTorch's default init, the kernel by `torch_default_kernel_init`;
   `padding` zeros on every side."""
   fan_in = in_features // groups * kernel_size * kernel_size
-  return nnx.Conv(in_features, out_features, (kernel_size, kernel_size), strides=stride,
-                  padding=((padding, padding),) * 2, feature_group_count=groups, use_bias=use_bias,
-                  kernel_init=torch_default_kernel_init, bias_init=torch_uniform_init(fan_in),
-                  rngs=rngs)
+  return nnx.Conv(
+    in_features,
+    out_features,
+    (kernel_size, kernel_size),
+    strides=stride,
+    padding=((padding, padding),) * 2,
+    feature_group_count=groups,
+    use_bias=use_bias,
+    kernel_init=torch_default_kernel_init,
+    bias_init=torch_uniform_init(fan_in),
+    rngs=rngs,
+  )
 
 
 def depthwise_conv3x3(channels: int, *, rngs: nnx.Rngs) -> nnx.Conv:
@@ -104,7 +143,7 @@ def dt_rank_for(d_model: int) -> int:
 
 def mamba_dt_kernel_init(dt_rank: int):
   """dt_proj weight: U(+-dt_rank^-0.5) (Mamba's dt_init="random", dt_scale 1)."""
-  return uniform_init(dt_rank ** -0.5)
+  return uniform_init(dt_rank**-0.5)
 
 
 def mamba_dt_bias_init(key, shape, dtype=jnp.float32):
@@ -117,5 +156,4 @@ def mamba_dt_bias_init(key, shape, dtype=jnp.float32):
 
 def s4d_real_a_log(shape: tuple[int, ...], d_state: int) -> jax.Array:
   """A_log = log([1, ..., N]) (S4D-real) for every channel: shape + (N,); A = -exp(A_log)."""
-  return jnp.broadcast_to(jnp.log(jnp.arange(1, d_state + 1, dtype=jnp.float32)),
-                          (*shape, d_state))
+  return jnp.broadcast_to(jnp.log(jnp.arange(1, d_state + 1, dtype=jnp.float32)), (*shape, d_state))

@@ -28,8 +28,8 @@ ScanPattern = Literal["cross", "skip"]
 
 # (sequence builder, inverse) per pattern; sequences are (batch, L, 4, C).
 SCAN_PATTERNS = {
-    "cross": (scan2d.cross_scan, scan2d.cross_merge),
-    "skip": (scan2d.skip_scan, scan2d.skip_merge),
+  "cross": (scan2d.cross_scan, scan2d.cross_merge),
+  "skip": (scan2d.skip_scan, scan2d.skip_merge),
 }
 
 
@@ -52,14 +52,16 @@ class SS2D(nnx.Module):
   d_inner = int(expand * d_model); dt_rank = ceil(d_model / 16).
   """
 
-  def __init__(self, d_model: int, *, expand: float, d_state: int, scan: ScanPattern,
-               rngs: nnx.Rngs):
+  def __init__(
+    self, d_model: int, *, expand: float, d_state: int, scan: ScanPattern, rngs: nnx.Rngs
+  ):
     d_inner = int(expand * d_model)
     self.scan = scan
     self.in_proj = linear(d_model, 2 * d_inner, use_bias=False, rngs=rngs)
     self.conv = depthwise_conv3x3(d_inner, rngs=rngs)
-    self.ssm = DirectionalSSM(scan2d.NUM_DIRECTIONS, d_inner, dt_rank_for(d_model), d_state,
-                              rngs=rngs)
+    self.ssm = DirectionalSSM(
+      scan2d.NUM_DIRECTIONS, d_inner, dt_rank_for(d_model), d_state, rngs=rngs
+    )
     self.out_norm = layer_norm(d_inner, rngs=rngs)
     self.out_proj = linear(d_inner, d_model, use_bias=False, rngs=rngs)
 
@@ -98,8 +100,16 @@ class DVSSBlock(nnx.Module):
   BiAttn for both; out = y + DropPath(MLP(LN2(y))).
   """
 
-  def __init__(self, dim: int, *, d_state: int, expand: float, mlp_ratio: float,
-               drop_path_rate: float, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    dim: int,
+    *,
+    d_state: int,
+    expand: float,
+    mlp_ratio: float,
+    drop_path_rate: float,
+    rngs: nnx.Rngs,
+  ):
     self.norm = layer_norm(dim, rngs=rngs)
     self.mixer = SS2D(dim, expand=expand, d_state=d_state, scan="skip", rngs=rngs)
     self.eca = ECA(rngs=rngs)

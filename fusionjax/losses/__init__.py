@@ -8,8 +8,25 @@ scalars.
 from fusionjax.losses.fusionmamba import fusionmamba_loss
 from fusionjax.losses.mambadfuse import mambadfuse_loss
 from fusionjax.losses.terms import (
-    Terms, filter2d, gaussian_window, max_gradient_l1, max_intensity_l1, ms_ssim, sobel_gradient,
-    ssim)
+  Terms,
+  filter2d,
+  gaussian_window,
+  max_gradient_l1,
+  max_intensity_l1,
+  ms_ssim,
+  sobel_gradient,
+  ssim,
+)
 
-__all__ = ["Terms", "filter2d", "fusionmamba_loss", "gaussian_window", "mambadfuse_loss",
-           "max_gradient_l1", "max_intensity_l1", "ms_ssim", "sobel_gradient", "ssim"]
+__all__ = [
+  "Terms",
+  "filter2d",
+  "fusionmamba_loss",
+  "gaussian_window",
+  "mambadfuse_loss",
+  "max_gradient_l1",
+  "max_intensity_l1",
+  "ms_ssim",
+  "sobel_gradient",
+  "ssim",
+]

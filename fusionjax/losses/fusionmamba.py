@@ -9,8 +9,15 @@ from fusionjax.losses.terms import Loss, Terms, max_gradient_l1, ms_ssim
 from fusionjax.shapes import Planes
 
 
-def fusionmamba_loss(a: Planes, b: Planes, fused: Planes, *, intensity_weight: float,
-                     gradient_weight: float, ssim_weight: float) -> tuple[jax.Array, Terms]:
+def fusionmamba_loss(
+  a: Planes,
+  b: Planes,
+  fused: Planes,
+  *,
+  intensity_weight: float,
+  gradient_weight: float,
+  ssim_weight: float,
+) -> tuple[jax.Array, Terms]:
   """FusionMamba's loss (its loss.py): the output is clamped to [0, 1] first, then
 
   intensity = mean (F - max(A, B))^2 (MSE); gradient = `max_gradient_l1`;
@@ -23,12 +30,15 @@ def fusionmamba_loss(a: Planes, b: Planes, fused: Planes, *, intensity_weight: f
   """
   fused = jnp.clip(fused, 0.0, 1.0)
   terms = {
-      "intensity": jnp.mean((fused - jnp.maximum(a, b)) ** 2),
-      "gradient": max_gradient_l1(a, b, fused),
-      "ssim": 0.5 * (1 - ms_ssim(fused, a)) + 0.5 * (1 - ms_ssim(fused, b)),
+    "intensity": jnp.mean((fused - jnp.maximum(a, b)) ** 2),
+    "gradient": max_gradient_l1(a, b, fused),
+    "ssim": 0.5 * (1 - ms_ssim(fused, a)) + 0.5 * (1 - ms_ssim(fused, b)),
   }
-  total = (intensity_weight * terms["intensity"] + gradient_weight * terms["gradient"]
-           + ssim_weight * terms["ssim"])
+  total = (
+    intensity_weight * terms["intensity"]
+    + gradient_weight * terms["gradient"]
+    + ssim_weight * terms["ssim"]
+  )
   return total, terms
 
 

@@ -7,13 +7,26 @@ import jax
 import jax.numpy as jnp
 
 from fusionjax.losses.terms import (
-    Loss, Terms, max_gradient_l1, max_intensity_l1, sobel_gradient, ssim)
+  Loss,
+  Terms,
+  max_gradient_l1,
+  max_intensity_l1,
+  sobel_gradient,
+  ssim,
+)
 from fusionjax.shapes import Planes
 
 
-def mambadfuse_loss(a: Planes, b: Planes, fused: Planes, *, intensity_weight: float,
-                    gradient_weight: float, ssim_weight: float,
-                    ssim_weighting: Literal["gradient", "equal"]) -> tuple[jax.Array, Terms]:
+def mambadfuse_loss(
+  a: Planes,
+  b: Planes,
+  fused: Planes,
+  *,
+  intensity_weight: float,
+  gradient_weight: float,
+  ssim_weight: float,
+  ssim_weighting: Literal["gradient", "equal"],
+) -> tuple[jax.Array, Terms]:
   """MambaDFuse's loss (its loss_vif.py / loss_med.py, SwinFusion's without the TV term).
 
   intensity = mean |F - max(A, B)|; gradient = `max_gradient_l1`;
@@ -28,19 +41,23 @@ def mambadfuse_loss(a: Planes, b: Planes, fused: Planes, *, intensity_weight: fl
   if ssim_weighting == "gradient":
     detail_a, detail_b = jnp.mean(sobel_gradient(a)), jnp.mean(sobel_gradient(b))
     total_detail = detail_a + detail_b
-    weight_a = jnp.where(total_detail > 0,
-                         detail_a / jnp.where(total_detail > 0, total_detail, 1.0), 0.5)
+    weight_a = jnp.where(
+      total_detail > 0, detail_a / jnp.where(total_detail > 0, total_detail, 1.0), 0.5
+    )
   elif ssim_weighting == "equal":
     weight_a = 0.5
   else:
     raise ValueError(f"ssim_weighting must be 'gradient' or 'equal', got {ssim_weighting!r}")
   terms = {
-      "intensity": max_intensity_l1(a, b, fused),
-      "gradient": max_gradient_l1(a, b, fused),
-      "ssim": 1 - (weight_a * ssim(a, fused) + (1 - weight_a) * ssim(b, fused)),
+    "intensity": max_intensity_l1(a, b, fused),
+    "gradient": max_gradient_l1(a, b, fused),
+    "ssim": 1 - (weight_a * ssim(a, fused) + (1 - weight_a) * ssim(b, fused)),
   }
-  total = (intensity_weight * terms["intensity"] + gradient_weight * terms["gradient"]
-           + ssim_weight * terms["ssim"])
+  total = (
+    intensity_weight * terms["intensity"]
+    + gradient_weight * terms["gradient"]
+    + ssim_weight * terms["ssim"]
+  )
   return total, terms
 
 

@@ -34,11 +34,17 @@ def filter2d(x: Features, kernel: np.ndarray, padding: int) -> Features:
   Returns (batch, H + 2 padding - kh + 1, W + 2 padding - kw + 1, C).
   """
   channels = x.shape[-1]
-  weights = jnp.broadcast_to(jnp.asarray(kernel, x.dtype)[:, :, None, None],
-                             kernel.shape + (1, channels))
+  weights = jnp.broadcast_to(
+    jnp.asarray(kernel, x.dtype)[:, :, None, None], kernel.shape + (1, channels)
+  )
   return jax.lax.conv_general_dilated(
-      x, weights, window_strides=(1, 1), padding=((padding, padding), (padding, padding)),
-      dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=channels)
+    x,
+    weights,
+    window_strides=(1, 1),
+    padding=((padding, padding), (padding, padding)),
+    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    feature_group_count=channels,
+  )
 
 
 def sobel_gradient(x: Features) -> Features:
@@ -49,13 +55,14 @@ def sobel_gradient(x: Features) -> Features:
 def gaussian_window(size: int, sigma: float = SSIM_SIGMA) -> np.ndarray:
   """Normalised (size, size) Gaussian centred on size // 2, as pytorch-ssim builds it."""
   offsets = np.arange(size, dtype=np.float64) - size // 2
-  profile = np.exp(-offsets**2 / (2 * sigma**2))
+  profile = np.exp(-(offsets**2) / (2 * sigma**2))
   profile /= profile.sum()
   return np.outer(profile, profile).astype(np.float32)
 
 
-def _ssim_and_contrast_structure(x: Features, y: Features, window: np.ndarray,
-                                 padding: int) -> tuple[jax.Array, jax.Array]:
+def _ssim_and_contrast_structure(
+  x: Features, y: Features, window: np.ndarray, padding: int
+) -> tuple[jax.Array, jax.Array]:
   """Mean SSIM and mean contrast-structure term over everything."""
   mu_x, mu_y = filter2d(x, window, padding), filter2d(y, window, padding)
   var_x = filter2d(x * x, window, padding) - mu_x**2

@@ -24,6 +24,7 @@ from fusionjax.shapes import Planes
 @dataclasses.dataclass(frozen=True)
 class Params:
   """A model as a pytree: `graphdef` (static) and `state` (the parameter arrays)."""
+
   graphdef: Any
   state: nnx.State
 
@@ -81,15 +82,18 @@ def check_inputs(a, b) -> None:
   since a traced value cannot be inspected."""
   for name, image in (("a", a), ("b", b)):
     if np.ndim(image) != 4 or np.shape(image)[-1] != 1:
-      raise ValueError(f"{name} must be (batch, H, W, 1) grey planes; got shape "
-                       f"{np.shape(image)}")
+      raise ValueError(f"{name} must be (batch, H, W, 1) grey planes; got shape {np.shape(image)}")
   if np.shape(a) != np.shape(b):
-    raise ValueError(f"a and b must have the same shape; got a {np.shape(a)} and b "
-                     f"{np.shape(b)} (crop or resize one source to the other's size)")
+    raise ValueError(
+      f"a and b must have the same shape; got a {np.shape(a)} and b "
+      f"{np.shape(b)} (crop or resize one source to the other's size)"
+    )
   for name, image in (("a", a), ("b", b)):
     if not isinstance(image, jax.core.Tracer) and not bool(jnp.isfinite(image).all()):
-      raise ValueError(f"{name} contains NaN or infinite values; every output pixel would be "
-                       "NaN (the scans mix the whole image)")
+      raise ValueError(
+        f"{name} contains NaN or infinite values; every output pixel would be "
+        "NaN (the scans mix the whole image)"
+      )
 
 
 def apply(params: Params, a: Planes, b: Planes) -> Planes:

@@ -26,16 +26,16 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from fusionjax.kernels import IMPLS
-from fusionjax.convert import mapping as torch_mapping
 from fusionjax import color
-from fusionjax.losses import fusionmamba as fusionmamba_loss
-from fusionjax.models import registry
-from fusionjax.shapes import Planes
+from fusionjax.convert import mapping as torch_mapping
+from fusionjax.kernels import IMPLS
 from fusionjax.layers.cmfm import CMFM
 from fusionjax.layers.patches import PatchEmbed, PatchExpand, PatchMerging
 from fusionjax.layers.torch_init import conv
 from fusionjax.layers.vss import DecoderStage, DVSSBlock, EncoderStage
+from fusionjax.losses import fusionmamba as fusionmamba_loss
+from fusionjax.models import registry
+from fusionjax.shapes import Planes
 
 PATCH_SIZE = 4
 HEAD_SCALE = 4
@@ -63,6 +63,7 @@ class Config:
       depend on it. Switch a built model with
       `model.set_attributes(scan_impl="chunked", raise_if_not_found=False)`.
   """
+
   embed_dim: int = 96
   depths: tuple[int, ...] = (2, 2, 9, 2)
   decoder_depths: tuple[int, ...] = (2, 9, 2, 2)
@@ -77,8 +78,9 @@ class Config:
 
   def __post_init__(self):
     if len(self.depths) != len(self.decoder_depths):
-      raise ValueError(f"depths {self.depths} and decoder_depths {self.decoder_depths} differ "
-                       "in length")
+      raise ValueError(
+        f"depths {self.depths} and decoder_depths {self.decoder_depths} differ in length"
+      )
     if self.embed_dim % HEAD_SCALE or self.embed_dim < 8:
       raise ValueError(f"embed_dim must be a multiple of 4 and >= 8, got {self.embed_dim}")
     if self.input_fit not in ("resize", "pad"):
@@ -90,7 +92,7 @@ class Config:
 
   @property
   def dims(self) -> tuple[int, ...]:
-    return tuple(self.embed_dim * 2 ** i for i in range(len(self.depths)))
+    return tuple(self.embed_dim * 2**i for i in range(len(self.depths)))
 
   @property
   def size_multiple(self) -> int:
@@ -101,6 +103,7 @@ class Config:
 @dataclasses.dataclass(frozen=True)
 class CtMriConfig(Config):
   """The released CT-MRI model's depths (README): [2, 2, 1, 2] / decoder [2, 1, 2, 2]."""
+
   depths: tuple[int, ...] = (2, 2, 1, 2)
   decoder_depths: tuple[int, ...] = (2, 1, 2, 2)
 
@@ -108,6 +111,7 @@ class CtMriConfig(Config):
 @dataclasses.dataclass(frozen=True)
 class TinyConfig(Config):
   """A small FusionMamba for tests and CPU smoke runs (same graph, fewer and narrower layers)."""
+
   embed_dim: int = 8
   depths: tuple[int, ...] = (1, 1, 1, 1)
   decoder_depths: tuple[int, ...] = (1, 1, 1, 1)
@@ -131,23 +135,46 @@ class FusionMamba(nnx.Module):
     self.config = config
     dims = config.dims
     dvss = lambda dim, rate: DVSSBlock(
-        dim, d_state=config.d_state, expand=2, mlp_ratio=config.mlp_ratio, drop_path_rate=rate,
-        rngs=rngs)
+      dim,
+      d_state=config.d_state,
+      expand=2,
+      mlp_ratio=config.mlp_ratio,
+      drop_path_rate=rate,
+      rngs=rngs,
+    )
     embed = lambda: PatchEmbed(1, dims[0], kernel_size=PATCH_SIZE, stride=PATCH_SIZE, rngs=rngs)
     self.embed_a, self.embed_b = embed(), embed()
     encoder_rates = _drop_path_rates(config.drop_path_rate, config.depths, reverse=False)
-    self.encoder = nnx.List([
-        EncoderStage([dvss(dim, rate) for rate in rates],
-                     PatchMerging(dim, rngs=rngs) if level < len(dims) - 1 else None)
-        for level, (dim, rates) in enumerate(zip(dims, encoder_rates))])
-    self.fusion = nnx.List([
-        CMFM(dim, d_state=config.d_state, second_gate_from_first=config.second_gate_from_first,
-             rngs=rngs) for dim in dims])
+    self.encoder = nnx.List(
+      [
+        EncoderStage(
+          [dvss(dim, rate) for rate in rates],
+          PatchMerging(dim, rngs=rngs) if level < len(dims) - 1 else None,
+        )
+        for level, (dim, rates) in enumerate(zip(dims, encoder_rates))
+      ]
+    )
+    self.fusion = nnx.List(
+      [
+        CMFM(
+          dim,
+          d_state=config.d_state,
+          second_gate_from_first=config.second_gate_from_first,
+          rngs=rngs,
+        )
+        for dim in dims
+      ]
+    )
     decoder_rates = _drop_path_rates(config.drop_path_rate, config.decoder_depths, reverse=True)
-    self.decoder = nnx.List([
-        DecoderStage(PatchExpand(2 * dim, dim, scale=2, rngs=rngs) if stage else None,
-                     [dvss(dim, rate) for rate in rates])
-        for stage, (dim, rates) in enumerate(zip(dims[::-1], decoder_rates))])
+    self.decoder = nnx.List(
+      [
+        DecoderStage(
+          PatchExpand(2 * dim, dim, scale=2, rngs=rngs) if stage else None,
+          [dvss(dim, rate) for rate in rates],
+        )
+        for stage, (dim, rates) in enumerate(zip(dims[::-1], decoder_rates))
+      ]
+    )
     self.head_expand = PatchExpand(dims[0], dims[0] // HEAD_SCALE, scale=HEAD_SCALE, rngs=rngs)
     self.head_conv = conv(dims[0] // HEAD_SCALE, 1, 1, rngs=rngs)
     self.set_attributes(scan_impl=config.scan_impl, raise_if_not_found=False)
@@ -187,30 +214,33 @@ class FusionMamba(nnx.Module):
       multiple = self.config.size_multiple
       pads = [(0, 0), (0, -shape[1] % multiple), (0, -shape[2] % multiple), (0, 0)]
       pad = lambda x: jnp.pad(x, pads, mode="symmetric")
-      return self.network(pad(a), pad(b))[:, :shape[1], :shape[2]]
+      return self.network(pad(a), pad(b))[:, : shape[1], : shape[2]]
     square = (shape[0], self.config.resize_to, self.config.resize_to, shape[3])
     if shape == square:
       return self.network(a, b)
     to_square = lambda x: jax.image.resize(x, square, "cubic")
-    return jax.image.resize(self.network(to_square(a), to_square(b)), shape, "linear",
-                            antialias=False)
+    return jax.image.resize(
+      self.network(to_square(a), to_square(b)), shape, "linear", antialias=False
+    )
 
 
 def _dvss_block_entries(path, name):
   tm = torch_mapping
   return {
-      **tm.layer_norm_entries(path + ("norm",), f"{name}.norm"),
-      **tm.ss2d_entries(path + ("mixer",), f"{name}.op"),
-      path + ("eca", "kernel"): (f"{name}.self_attention_cross_channel.conv.weight", tm.reshaped),
-      **tm.ldc_entries(path + ("ldc",), f"{name}.conv_branch"),
-      **tm.layer_norm_entries(path + ("channel_gate", "norm"), f"{name}.se.norm"),
-      **tm.linear_entries(path + ("channel_gate", "global_reduce"), f"{name}.se.global_reduce",
-                          bias=True),
-      **tm.linear_entries(path + ("channel_gate", "channel_select"), f"{name}.se.channel_select",
-                          bias=True),
-      **tm.layer_norm_entries(path + ("mlp_norm",), f"{name}.norm2"),
-      **tm.linear_entries(path + ("mlp", "fc1"), f"{name}.mlp.fc1", bias=True),
-      **tm.linear_entries(path + ("mlp", "fc2"), f"{name}.mlp.fc2", bias=True),
+    **tm.layer_norm_entries(path + ("norm",), f"{name}.norm"),
+    **tm.ss2d_entries(path + ("mixer",), f"{name}.op"),
+    path + ("eca", "kernel"): (f"{name}.self_attention_cross_channel.conv.weight", tm.reshaped),
+    **tm.ldc_entries(path + ("ldc",), f"{name}.conv_branch"),
+    **tm.layer_norm_entries(path + ("channel_gate", "norm"), f"{name}.se.norm"),
+    **tm.linear_entries(
+      path + ("channel_gate", "global_reduce"), f"{name}.se.global_reduce", bias=True
+    ),
+    **tm.linear_entries(
+      path + ("channel_gate", "channel_select"), f"{name}.se.channel_select", bias=True
+    ),
+    **tm.layer_norm_entries(path + ("mlp_norm",), f"{name}.norm2"),
+    **tm.linear_entries(path + ("mlp", "fc1"), f"{name}.mlp.fc1", bias=True),
+    **tm.linear_entries(path + ("mlp", "fc2"), f"{name}.mlp.fc2", bias=True),
   }
 
 
@@ -218,44 +248,49 @@ def _cmfm_entries(path, name):
   tm = torch_mapping
   mixer, theirs = path + ("mixer",), f"{name}.self_attention_cross"
   return {
-      **tm.ldc_entries(path + ("dfem", "texture_p"), f"{name}.Cross_layer.texture_enhance1"),
-      **tm.ldc_entries(path + ("dfem", "texture_q"), f"{name}.Cross_layer.texture_enhance2"),
-      **tm.conv_entries(path + ("dfem", "unused_conv"),
-                        f"{name}.Cross_layer.Diff_enhance.lastconv"),
-      **tm.layer_norm_entries(path + ("norm_p",), f"{name}.ln_1"),
-      **tm.layer_norm_entries(path + ("norm_q",), f"{name}.ln_2"),
-      **tm.linear_entries(mixer + ("in_proj1",), f"{theirs}.in_proj1", bias=False),
-      **tm.linear_entries(mixer + ("in_proj2",), f"{theirs}.in_proj2", bias=False),
-      **tm.conv_entries(mixer + ("conv",), f"{theirs}.conv2d"),
-      **tm.directional_ssm_entries(mixer + ("ssm",), theirs),
-      **tm.layer_norm_entries(mixer + ("out_norm",), f"{theirs}.out_norm"),
-      **tm.linear_entries(mixer + ("out_proj",), f"{theirs}.out_proj", bias=False),
-      path + ("eca", "kernel"): (f"{name}.self_attention_cross_spatial.conv.weight", tm.reshaped),
+    **tm.ldc_entries(path + ("dfem", "texture_p"), f"{name}.Cross_layer.texture_enhance1"),
+    **tm.ldc_entries(path + ("dfem", "texture_q"), f"{name}.Cross_layer.texture_enhance2"),
+    **tm.conv_entries(path + ("dfem", "unused_conv"), f"{name}.Cross_layer.Diff_enhance.lastconv"),
+    **tm.layer_norm_entries(path + ("norm_p",), f"{name}.ln_1"),
+    **tm.layer_norm_entries(path + ("norm_q",), f"{name}.ln_2"),
+    **tm.linear_entries(mixer + ("in_proj1",), f"{theirs}.in_proj1", bias=False),
+    **tm.linear_entries(mixer + ("in_proj2",), f"{theirs}.in_proj2", bias=False),
+    **tm.conv_entries(mixer + ("conv",), f"{theirs}.conv2d"),
+    **tm.directional_ssm_entries(mixer + ("ssm",), theirs),
+    **tm.layer_norm_entries(mixer + ("out_norm",), f"{theirs}.out_norm"),
+    **tm.linear_entries(mixer + ("out_proj",), f"{theirs}.out_proj", bias=False),
+    path + ("eca", "kernel"): (f"{name}.self_attention_cross_spatial.conv.weight", tm.reshaped),
   }
 
 
 def torch_param_map(config: Config) -> torch_mapping.ParamMap:
   """NNX path -> (official `VSSM_Fusion` state_dict name, layout transform), for `config`."""
   tm = torch_mapping
-  entries = {**tm.patch_embed_entries(("embed_a",), "patch_embed1"),
-             **tm.patch_embed_entries(("embed_b",), "patch_embed2")}
+  entries = {
+    **tm.patch_embed_entries(("embed_a",), "patch_embed1"),
+    **tm.patch_embed_entries(("embed_b",), "patch_embed2"),
+  }
   levels = len(config.dims)
   for level, depth in enumerate(config.depths):
     for block in range(depth):
-      entries |= _dvss_block_entries(("encoder", level, "blocks", block),
-                                     f"layers.{level}.blocks.{block}")
+      entries |= _dvss_block_entries(
+        ("encoder", level, "blocks", block), f"layers.{level}.blocks.{block}"
+      )
     if level < levels - 1:
-      entries |= tm.patch_merging_entries(("encoder", level, "downsample"),
-                                          f"layers.{level}.downsample")
+      entries |= tm.patch_merging_entries(
+        ("encoder", level, "downsample"), f"layers.{level}.downsample"
+      )
   for level in range(levels):
     entries |= _cmfm_entries(("fusion", level), f"Cross_block.{level}")
   for stage, depth in enumerate(config.decoder_depths):
     if stage:
-      entries |= tm.patch_expand_entries(("decoder", stage, "upsample"),
-                                         f"layers_up.{stage}.upsample")
+      entries |= tm.patch_expand_entries(
+        ("decoder", stage, "upsample"), f"layers_up.{stage}.upsample"
+      )
     for block in range(depth):
-      entries |= _dvss_block_entries(("decoder", stage, "blocks", block),
-                                     f"layers_up.{stage}.blocks.{block}")
+      entries |= _dvss_block_entries(
+        ("decoder", stage, "blocks", block), f"layers_up.{stage}.blocks.{block}"
+      )
   entries |= tm.patch_expand_entries(("head_expand",), "final_up")
   entries |= tm.conv_entries(("head_conv",), "final_conv")
   return entries
@@ -268,16 +303,24 @@ def _all_ones(array: np.ndarray) -> bool:
 def frozen_masks(config: Config) -> dict[str, Callable[[np.ndarray], bool]]:
   """The official LDC `base_mask` tensors (one per LDC), each with its check: frozen all-ones
   constants in the official code too, not stored here."""
-  return {name.replace(".learnable_mask", ".base_mask"): _all_ones
-          for name, _ in torch_param_map(config).values() if name.endswith(".learnable_mask")}
+  return {
+    name.replace(".learnable_mask", ".base_mask"): _all_ones
+    for name, _ in torch_param_map(config).values()
+    if name.endswith(".learnable_mask")
+  }
 
 
 def torch_config(state_dict: Mapping[str, np.ndarray]) -> dict:
   """The Config fields an official state_dict determines: embed_dim (patch embedding), depths
   and decoder_depths (block indices per stage), d_state (CMFM A_logs) and mlp_ratio (fc1)."""
   tm = torch_mapping
-  fields = tm.unet_config(state_dict, embed_conv="patch_embed1.proj.weight", levels="Cross_block.",
-                          encoder_blocks="layers.{}.blocks.", decoder_blocks="layers_up.{}.blocks.")
+  fields = tm.unet_config(
+    state_dict,
+    embed_conv="patch_embed1.proj.weight",
+    levels="Cross_block.",
+    encoder_blocks="layers.{}.blocks.",
+    decoder_blocks="layers_up.{}.blocks.",
+  )
   if a_log := tm.first_shape(state_dict, r"Cross_block\.\d+\.self_attention_cross\.A_logs"):
     fields["d_state"] = a_log[1]
   if fc1 := tm.first_shape(state_dict, r"layers(_up)?\.\d+\.blocks\.\d+\.mlp\.fc1\.weight"):
@@ -295,21 +338,29 @@ def sampling_grid(config: Config) -> registry.SamplingGrid:
   first changes nothing; "resize" resizes any input to 256 x 256 (no grid to keep)."""
   if config.input_fit != "pad":
     return registry.SamplingGrid()
-  return registry.SamplingGrid(size_multiple=config.size_multiple,
-                               tile_grid=config.size_multiple)
+  return registry.SamplingGrid(size_multiple=config.size_multiple, tile_grid=config.size_multiple)
 
 
 FAMILY = registry.Family(
-    name="fusionmamba",
-    model=FusionMamba,
-    variants={"fusionmamba": Config, "fusionmamba_ct_mri": CtMriConfig,
-              "fusionmamba_tiny": TinyConfig},
-    loss=fusionmamba_loss.make_loss,
-    # It greys the visible image with OpenCV (BGR->GRAY) and recolours with OpenCV's full-range
-    # YCrCb; the test resizes to 256 x 256, clamps, min-max stretches per image and truncates.
-    inference=registry.InferenceSpec(y_convention="full", quantize_y=True, output="stretch",
-                                     official_grey=official_grey, official_size=256,
-                                     sampling_grid=sampling_grid),
-    torch=registry.TorchSpec(param_map=torch_param_map, config_fields=torch_config,
-                             ignored=frozen_masks),
+  name="fusionmamba",
+  model=FusionMamba,
+  variants={
+    "fusionmamba": Config,
+    "fusionmamba_ct_mri": CtMriConfig,
+    "fusionmamba_tiny": TinyConfig,
+  },
+  loss=fusionmamba_loss.make_loss,
+  # It greys the visible image with OpenCV (BGR->GRAY) and recolours with OpenCV's full-range
+  # YCrCb; the test resizes to 256 x 256, clamps, min-max stretches per image and truncates.
+  inference=registry.InferenceSpec(
+    y_convention="full",
+    quantize_y=True,
+    output="stretch",
+    official_grey=official_grey,
+    official_size=256,
+    sampling_grid=sampling_grid,
+  ),
+  torch=registry.TorchSpec(
+    param_map=torch_param_map, config_fields=torch_config, ignored=frozen_masks
+  ),
 )

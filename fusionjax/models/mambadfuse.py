@@ -27,13 +27,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from fusionjax.convert import mapping as torch_mapping
 from fusionjax import color
+from fusionjax.convert import mapping as torch_mapping
+from fusionjax.layers.mamba import M3Block, SingleMambaBlock, TokenSwapMamba, run_residual_stack
+from fusionjax.layers.torch_init import dt_rank_for, layer_norm, torch_conv
 from fusionjax.losses import mambadfuse as mambadfuse_loss
 from fusionjax.models import registry
 from fusionjax.shapes import Planes
-from fusionjax.layers.mamba import M3Block, SingleMambaBlock, TokenSwapMamba, run_residual_stack
-from fusionjax.layers.torch_init import dt_rank_for, layer_norm, torch_conv
 
 LRELU_SLOPE = 0.2
 
@@ -60,6 +60,7 @@ class Config:
     m3_separate_c_a: paper: the third M3 branch gets its own A (the code shares A_b); adds
       A_c_log, which official checkpoints lack.
   """
+
   embed_dim: int = 60
   d_state: int = 16
   d_conv: int = 4
@@ -79,6 +80,7 @@ class Config:
 @dataclasses.dataclass(frozen=True)
 class TinyConfig(Config):
   """A small MambaDFuse for tests and CPU smoke runs: C = 8, N = 4, one block of each kind."""
+
   embed_dim: int = 8
   d_state: int = 4
   num_extraction_blocks: int = 1
@@ -139,10 +141,12 @@ class MambaDFuse(nnx.Module):
     self.config = config
     dim, half = config.embed_dim, config.embed_dim // 2
     self.pad_multiple = config.pad_multiple
-    mamba_kwargs = dict(d_state=config.d_state, d_conv=config.d_conv, expand=config.expand,
-                        dt_rank=config.dt_rank)
+    mamba_kwargs = dict(
+      d_state=config.d_state, d_conv=config.d_conv, expand=config.expand, dt_rank=config.dt_rank
+    )
     mamba_stack = lambda depth: nnx.List(
-        [SingleMambaBlock(dim, mamba_kwargs=mamba_kwargs, rngs=rngs) for _ in range(depth)])
+      [SingleMambaBlock(dim, mamba_kwargs=mamba_kwargs, rngs=rngs) for _ in range(depth)]
+    )
 
     self.patch_embed = PatchEmbed(dim, rngs=rngs)
     self.low_level_feature_extraction1 = conv3x3(1, half, rngs=rngs)
@@ -150,15 +154,26 @@ class MambaDFuse(nnx.Module):
     self.high_level_feature_extraction1 = mamba_stack(config.num_extraction_blocks)
     self.high_level_feature_extraction2 = mamba_stack(config.num_extraction_blocks)
     self.channel_exchange = nnx.List(  # PyTorch: channel_exchange1, channel_exchange2
-        [TokenSwapMamba(dim, mamba_kwargs=mamba_kwargs, rngs=rngs)
-         for _ in range(config.num_token_swap_stages)])
+      [
+        TokenSwapMamba(dim, mamba_kwargs=mamba_kwargs, rngs=rngs)
+        for _ in range(config.num_token_swap_stages)
+      ]
+    )
     self.shallow_fusion1 = conv3x3(2 * dim, dim, rngs=rngs)
     self.shallow_fusion2 = conv3x3(2 * dim, dim, rngs=rngs)
     self.M3_block = nnx.List(  # PyTorch: M3_block1 ... M3_block5
-        [M3Block(dim, mamba_kwargs=mamba_kwargs, norm_twice=config.m3_norm_twice,
-                 shared_gate=config.m3_shared_gate, separate_c_a=config.m3_separate_c_a,
-                 rngs=rngs)
-         for _ in range(config.num_m3_blocks)])
+      [
+        M3Block(
+          dim,
+          mamba_kwargs=mamba_kwargs,
+          norm_twice=config.m3_norm_twice,
+          shared_gate=config.m3_shared_gate,
+          separate_c_a=config.m3_separate_c_a,
+          rngs=rngs,
+        )
+        for _ in range(config.num_m3_blocks)
+      ]
+    )
     self.feature_re = mamba_stack(config.num_reconstruction_blocks)
     self.conv_last1 = conv3x3(dim, half, rngs=rngs)
     self.conv_last2 = conv3x3(half, half // 2, rngs=rngs)
@@ -189,10 +204,12 @@ class MambaDFuse(nnx.Module):
 
   def dual_level_feature_extraction(self, a: jax.Array, b: jax.Array):
     """(batch, H, W, 1) x 2 -> (I1, I1 residual, I2, I2 residual), each (batch, HW, C)."""
-    i1, i1_residual = run_residual_stack(self.high_level_feature_extraction1,
-                                         self.patch_embed(self.low_level_features(a)))
-    i2, i2_residual = run_residual_stack(self.high_level_feature_extraction2,
-                                         self.patch_embed(self.low_level_features(b)))
+    i1, i1_residual = run_residual_stack(
+      self.high_level_feature_extraction1, self.patch_embed(self.low_level_features(a))
+    )
+    i2, i2_residual = run_residual_stack(
+      self.high_level_feature_extraction2, self.patch_embed(self.low_level_features(b))
+    )
     return i1, i1_residual, i2, i2_residual
 
   def shallow_fuse(self, i1, i1_residual, i2, i2_residual, height: int, width: int):
@@ -214,8 +231,9 @@ class MambaDFuse(nnx.Module):
       fusion, residual = block(tokens1, residual, tokens2, fusion, height, width)
     return fusion
 
-  def dual_phase_feature_fusion(self, i1, i1_residual, i2, i2_residual, height: int,
-                                width: int) -> jax.Array:
+  def dual_phase_feature_fusion(
+    self, i1, i1_residual, i2, i2_residual, height: int, width: int
+  ) -> jax.Array:
     """Shallow then deep fuse of the extracted tokens: returns the fused image (batch, H, W, C)."""
     i1, i2 = self.shallow_fuse(i1, i1_residual, i2, i2_residual, height, width)
     return to_image(self.deep_fuse(i1, i2), height, width)
@@ -234,25 +252,32 @@ def _norm_entries(path, name):
 
 
 def _single_mamba_block_entries(path, name):
-  return {**torch_mapping.mamba_entries(path + ("encoder",), f"{name}.encoder"),
-          **_norm_entries(path + ("norm",), f"{name}.norm")}
+  return {
+    **torch_mapping.mamba_entries(path + ("encoder",), f"{name}.encoder"),
+    **_norm_entries(path + ("norm",), f"{name}.norm"),
+  }
 
 
 def _token_swap_entries(path, name):
-  return {**torch_mapping.mamba_entries(path + ("I1encoder",), f"{name}.I1encoder"),
-          **torch_mapping.mamba_entries(path + ("I2encoder",), f"{name}.I2encoder"),
-          **_norm_entries(path + ("norm1",), f"{name}.norm1"),
-          **_norm_entries(path + ("norm2",), f"{name}.norm2")}
+  return {
+    **torch_mapping.mamba_entries(path + ("I1encoder",), f"{name}.I1encoder"),
+    **torch_mapping.mamba_entries(path + ("I2encoder",), f"{name}.I2encoder"),
+    **_norm_entries(path + ("norm1",), f"{name}.norm1"),
+    **_norm_entries(path + ("norm2",), f"{name}.norm2"),
+  }
 
 
 def _m3_block_entries(path, name):
   tm = torch_mapping
-  return {**tm.multi_modal_mamba_entries(path + ("multi_modal_mamba_block",),
-                                         f"{name}.multi_modal_mamba_block"),
-          **_norm_entries(path + ("norm1",), f"{name}.norm1"),
-          **_norm_entries(path + ("norm2",), f"{name}.norm2"),
-          **_norm_entries(path + ("norm3",), f"{name}.norm3"),
-          **tm.conv_entries(path + ("dwconv",), f"{name}.dwconv")}
+  return {
+    **tm.multi_modal_mamba_entries(
+      path + ("multi_modal_mamba_block",), f"{name}.multi_modal_mamba_block"
+    ),
+    **_norm_entries(path + ("norm1",), f"{name}.norm1"),
+    **_norm_entries(path + ("norm2",), f"{name}.norm2"),
+    **_norm_entries(path + ("norm3",), f"{name}.norm3"),
+    **tm.conv_entries(path + ("dwconv",), f"{name}.dwconv"),
+  }
 
 
 def torch_param_map(config: Config) -> torch_mapping.ParamMap:
@@ -266,12 +291,21 @@ def torch_param_map(config: Config) -> torch_mapping.ParamMap:
   """
   tm = torch_mapping
   entries = tm.layer_norm_entries(("patch_embed", "norm"), "patch_embed.norm")
-  for conv in ("low_level_feature_extraction1", "low_level_feature_extraction2",
-               "shallow_fusion1", "shallow_fusion2", "conv_last1", "conv_last2", "conv_last3"):
+  for conv in (
+    "low_level_feature_extraction1",
+    "low_level_feature_extraction2",
+    "shallow_fusion1",
+    "shallow_fusion2",
+    "conv_last1",
+    "conv_last2",
+    "conv_last3",
+  ):
     entries |= tm.conv_entries((conv,), conv)
-  stacks = {"high_level_feature_extraction1": config.num_extraction_blocks,
-            "high_level_feature_extraction2": config.num_extraction_blocks,
-            "feature_re": config.num_reconstruction_blocks}
+  stacks = {
+    "high_level_feature_extraction1": config.num_extraction_blocks,
+    "high_level_feature_extraction2": config.num_extraction_blocks,
+    "feature_re": config.num_reconstruction_blocks,
+  }
   for stack, depth in stacks.items():
     for block in range(depth):
       entries |= _single_mamba_block_entries((stack, block), f"{stack}.{block}")
@@ -282,8 +316,10 @@ def torch_param_map(config: Config) -> torch_mapping.ParamMap:
   return entries
 
 
-_STACKS = {"num_extraction_blocks": "high_level_feature_extraction1.",
-           "num_reconstruction_blocks": "feature_re."}
+_STACKS = {
+  "num_extraction_blocks": "high_level_feature_extraction1.",
+  "num_reconstruction_blocks": "feature_re.",
+}
 _NUMBERED = {"num_token_swap_stages": "channel_exchange", "num_m3_blocks": "M3_block"}
 
 
@@ -293,8 +329,10 @@ def torch_config(state_dict) -> dict:
   (conv1d) and dt_rank (dt_proj; None where it is Mamba's "auto")."""
   tm = torch_mapping
   fields = {field: tm.block_count(state_dict, prefix) for field, prefix in _STACKS.items()}
-  fields |= {field: max(tm.indices(state_dict, prefix), default=0)  # numbered from 1
-             for field, prefix in _NUMBERED.items()}
+  fields |= {
+    field: max(tm.indices(state_dict, prefix), default=0)  # numbered from 1
+    for field, prefix in _NUMBERED.items()
+  }
   if norm := tm.first_shape(state_dict, r"patch_embed\.norm\.weight"):
     fields["embed_dim"] = norm[0]
   mamba = r"(high_level_feature_extraction\d|feature_re)\.\d+\.encoder\."
@@ -314,13 +352,14 @@ def official_grey(image_a, image_b):
 
 
 FAMILY = registry.Family(
-    name="mambadfuse",
-    model=MambaDFuse,
-    variants={"mambadfuse": Config, "mambadfuse_tiny": TinyConfig},
-    loss=mambadfuse_loss.make_loss,
-    # It reads precomputed VI_Y/PET_Y/SPECT_Y files, 8-bit MATLAB rgb2ycbcr (studio range:
-    # black at exactly 16), and recolours with MATLAB ycbcr2rgb; tensor2uint clamps and rounds.
-    inference=registry.InferenceSpec(y_convention="studio", quantize_y=True, output="clip",
-                                     official_grey=official_grey),
-    torch=registry.TorchSpec(param_map=torch_param_map, config_fields=torch_config),
+  name="mambadfuse",
+  model=MambaDFuse,
+  variants={"mambadfuse": Config, "mambadfuse_tiny": TinyConfig},
+  loss=mambadfuse_loss.make_loss,
+  # It reads precomputed VI_Y/PET_Y/SPECT_Y files, 8-bit MATLAB rgb2ycbcr (studio range:
+  # black at exactly 16), and recolours with MATLAB ycbcr2rgb; tensor2uint clamps and rounds.
+  inference=registry.InferenceSpec(
+    y_convention="studio", quantize_y=True, output="clip", official_grey=official_grey
+  ),
+  torch=registry.TorchSpec(param_map=torch_param_map, config_fields=torch_config),
 )

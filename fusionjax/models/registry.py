@@ -36,6 +36,7 @@ class SamplingGrid(NamedTuple):
     tile_grid: tile sides and positions are multiples of this.
     tile_offset: side -> where the network's own padding puts the grid's origin (None: 0).
   """
+
   size_multiple: int = 1
   tile_grid: int = 1
   tile_offset: Callable[[int], int] | None = None
@@ -55,6 +56,7 @@ class InferenceSpec:
     official_size: the square its test script resizes both inputs to, if any.
     sampling_grid: the Config's patch grid (`SamplingGrid`).
   """
+
   y_convention: Convention
   quantize_y: bool
   output: Literal["clip", "stretch"]
@@ -75,6 +77,7 @@ class TorchSpec:
     ignored: Config -> {official tensor name: check of its value} for the tensors that have no
       parameter here (constants such as FusionMamba's frozen all-ones LDC masks); none by default.
   """
+
   param_map: Callable[[Any], Mapping]
   config_fields: Callable[[Mapping[str, np.ndarray]], dict]
   ignored: Callable[[Any], Mapping[str, Callable[[np.ndarray], bool]]] = lambda config: {}
@@ -94,6 +97,7 @@ class Family:
     inference: `InferenceSpec`.
     torch: `TorchSpec` for its official PyTorch checkpoints, if any.
   """
+
   name: str
   model: type
   variants: Mapping[str, type]
@@ -105,13 +109,17 @@ class Family:
     if self.name not in self.variants:
       raise ValueError(f"family {self.name!r} needs a variant named {self.name!r}")
     if self.tiny_variant not in self.variants:
-      raise ValueError(f"family {self.name!r} needs a small variant {self.tiny_variant!r} for "
-                       "tests and CPU smoke runs")
+      raise ValueError(
+        f"family {self.name!r} needs a small variant {self.tiny_variant!r} for "
+        "tests and CPU smoke runs"
+      )
     base = self.variants[self.name]
     for variant, config_cls in self.variants.items():
       if not (dataclasses.is_dataclass(config_cls) and issubclass(config_cls, base)):
-        raise ValueError(f"variant {variant!r} of {self.name!r} must be a Config dataclass "
-                         f"derived from {base.__qualname__}")
+        raise ValueError(
+          f"variant {variant!r} of {self.name!r} must be a Config dataclass "
+          f"derived from {base.__qualname__}"
+        )
 
   @property
   def tiny_variant(self) -> str:
@@ -170,8 +178,9 @@ def for_model(model) -> Family:
   for family in _FAMILIES.values():
     if issubclass(model_cls, family.model):
       return family
-  raise ValueError(f"{model_cls.__qualname__} is not the model of a registered family "
-                   f"({families()})")
+  raise ValueError(
+    f"{model_cls.__qualname__} is not the model of a registered family ({families()})"
+  )
 
 
 def for_config(config) -> tuple[str, Family]:
@@ -179,8 +188,9 @@ def for_config(config) -> tuple[str, Family]:
   for variant, family in _VARIANTS.items():
     if type(config) is family.variants[variant]:  # pylint: disable=unidiomatic-typecheck
       return variant, family
-  raise TypeError(f"{type(config).__qualname__} is not the Config of a registered model "
-                  f"({names()})")
+  raise TypeError(
+    f"{type(config).__qualname__} is not the Config of a registered model ({names()})"
+  )
 
 
 def lookup(name: str) -> tuple[type, type]:
@@ -199,8 +209,9 @@ def _check_known(config_cls: type, fields, model: str) -> None:
   known = field_types(config_cls)
   unknown = sorted(set(fields) - set(known))
   if unknown:
-    raise ValueError(f"unknown config fields for model {model!r}: {unknown}; known: "
-                     f"{sorted(known)}")
+    raise ValueError(
+      f"unknown config fields for model {model!r}: {unknown}; known: {sorted(known)}"
+    )
 
 
 def _describe(field_type) -> str:

@@ -22,16 +22,16 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from fusionjax.kernels import IMPLS
-from fusionjax.convert import mapping as torch_mapping
 from fusionjax import color
-from fusionjax.losses import s4fusion as s4fusion_loss
-from fusionjax.models import registry
-from fusionjax.shapes import Planes
+from fusionjax.convert import mapping as torch_mapping
+from fusionjax.kernels import IMPLS
 from fusionjax.layers.cmsa import CMSALevel
 from fusionjax.layers.fold import FoldHead
 from fusionjax.layers.patches import PatchEmbed, PatchExpand, PatchMerging
 from fusionjax.layers.vss import DecoderStage, EncoderStage, VSSBlock
+from fusionjax.losses import s4fusion as s4fusion_loss
+from fusionjax.models import registry
+from fusionjax.shapes import Planes
 
 PATCH_KERNEL, PATCH_STRIDE = 4, 3
 
@@ -52,6 +52,7 @@ class Config:
       depend on it. Switch a built model with
       `model.set_attributes(scan_impl="chunked", raise_if_not_found=False)`.
   """
+
   embed_dim: int = 48
   depths: tuple[int, ...] = (1, 2, 1)
   decoder_depths: tuple[int, ...] = (1, 2, 1)
@@ -63,8 +64,9 @@ class Config:
 
   def __post_init__(self):
     if len(self.depths) != len(self.decoder_depths):
-      raise ValueError(f"depths {self.depths} and decoder_depths {self.decoder_depths} differ "
-                       "in length")
+      raise ValueError(
+        f"depths {self.depths} and decoder_depths {self.decoder_depths} differ in length"
+      )
     if self.embed_dim % 4:
       raise ValueError(f"embed_dim must be divisible by 4 (the Fold head), got {self.embed_dim}")
     if self.scan_impl not in IMPLS:
@@ -72,12 +74,13 @@ class Config:
 
   @property
   def dims(self) -> tuple[int, ...]:
-    return tuple(self.embed_dim * 2 ** i for i in range(len(self.depths)))
+    return tuple(self.embed_dim * 2**i for i in range(len(self.depths)))
 
 
 @dataclasses.dataclass(frozen=True)
 class TinyConfig(Config):
   """A small S4Fusion for tests and CPU smoke runs (same graph, fewer and narrower layers)."""
+
   embed_dim: int = 16
   depths: tuple[int, ...] = (1, 1, 1)
   decoder_depths: tuple[int, ...] = (1, 1, 1)
@@ -105,23 +108,37 @@ class S4Fusion(nnx.Module):
     vss = lambda dim: VSSBlock(dim, expand=config.expand, d_state=config.d_state, rngs=rngs)
 
     def encoder():
-      return nnx.List([
-          EncoderStage([vss(dim) for _ in range(depth)],
-                       PatchMerging(dim, rngs=rngs) if level < len(dims) - 1 else None)
-          for level, (dim, depth) in enumerate(zip(dims, config.depths))])
+      return nnx.List(
+        [
+          EncoderStage(
+            [vss(dim) for _ in range(depth)],
+            PatchMerging(dim, rngs=rngs) if level < len(dims) - 1 else None,
+          )
+          for level, (dim, depth) in enumerate(zip(dims, config.depths))
+        ]
+      )
 
-    embed = lambda: PatchEmbed(1, dims[0], kernel_size=PATCH_KERNEL, stride=PATCH_STRIDE,
-                               rngs=rngs)
+    embed = lambda: PatchEmbed(1, dims[0], kernel_size=PATCH_KERNEL, stride=PATCH_STRIDE, rngs=rngs)
     self.embed_ir, self.embed_vis = embed(), embed()
     self.encoder_ir, self.encoder_vis = encoder(), encoder()
-    self.fusion = nnx.List([
-        CMSALevel(dim, config.fusion_blocks, expand=config.expand, d_state=config.fusion_d_state,
-                  rngs=rngs) for dim in dims])
+    self.fusion = nnx.List(
+      [
+        CMSALevel(
+          dim, config.fusion_blocks, expand=config.expand, d_state=config.fusion_d_state, rngs=rngs
+        )
+        for dim in dims
+      ]
+    )
     decoder_dims = dims[::-1]
-    self.decoder = nnx.List([
-        DecoderStage(PatchExpand(2 * dim, dim, scale=2, rngs=rngs) if stage else None,
-                     [vss(dim) for _ in range(depth)])
-        for stage, (dim, depth) in enumerate(zip(decoder_dims, config.decoder_depths))])
+    self.decoder = nnx.List(
+      [
+        DecoderStage(
+          PatchExpand(2 * dim, dim, scale=2, rngs=rngs) if stage else None,
+          [vss(dim) for _ in range(depth)],
+        )
+        for stage, (dim, depth) in enumerate(zip(decoder_dims, config.decoder_depths))
+      ]
+    )
     self.head = FoldHead(dims[0], rngs=rngs)
     self.set_attributes(scan_impl=config.scan_impl, raise_if_not_found=False)
 
@@ -158,7 +175,7 @@ class S4Fusion(nnx.Module):
     pads = [_centre_pad(size, len(self.config.dims)) for size in (height, width)]
     pad = lambda x: jnp.pad(x, [(0, 0), pads[0], pads[1], (0, 0)])
     out = self.network(pad(ir), pad(vis))
-    return out[:, pads[0][0]:pads[0][0] + height, pads[1][0]:pads[1][0] + width]
+    return out[:, pads[0][0] : pads[0][0] + height, pads[1][0] : pads[1][0] + width]
 
 
 def _centre_pad(size: int, num_levels: int) -> tuple[int, int]:
@@ -168,29 +185,33 @@ def _centre_pad(size: int, num_levels: int) -> tuple[int, int]:
 
 
 def _vss_block_entries(path, name):
-  return {**torch_mapping.layer_norm_entries(path + ("norm",), f"{name}.ln_1"),
-          **torch_mapping.ss2d_entries(path + ("mixer",), f"{name}.self_attention")}
+  return {
+    **torch_mapping.layer_norm_entries(path + ("norm",), f"{name}.ln_1"),
+    **torch_mapping.ss2d_entries(path + ("mixer",), f"{name}.self_attention"),
+  }
 
 
 def _cmsa_block_entries(path, name):
   tm = torch_mapping
   return {
-      **tm.linear_entries(path + ("in_proj",), f"{name}.in_proj", bias=False),
-      **tm.conv_entries(path + ("conv",), f"{name}.conv2d"),
-      path + ("selection_ir", "kernel"): (f"{name}.x_proj_weight", tm.per_direction_weight),
-      path + ("selection_vis", "kernel"): (f"{name}.y_proj_weight", tm.per_direction_weight),
-      **tm.selective_ssm_entries(path + ("ssm",), name),
-      path + ("mark",): (f"{name}.mark_proj", tm.linear_weight),
-      **tm.layer_norm_entries(path + ("out_norm",), f"{name}.out_norm"),
-      **tm.linear_entries(path + ("out_proj",), f"{name}.out_proj", bias=False),
+    **tm.linear_entries(path + ("in_proj",), f"{name}.in_proj", bias=False),
+    **tm.conv_entries(path + ("conv",), f"{name}.conv2d"),
+    path + ("selection_ir", "kernel"): (f"{name}.x_proj_weight", tm.per_direction_weight),
+    path + ("selection_vis", "kernel"): (f"{name}.y_proj_weight", tm.per_direction_weight),
+    **tm.selective_ssm_entries(path + ("ssm",), name),
+    path + ("mark",): (f"{name}.mark_proj", tm.linear_weight),
+    **tm.layer_norm_entries(path + ("out_norm",), f"{name}.out_norm"),
+    **tm.linear_entries(path + ("out_proj",), f"{name}.out_proj", bias=False),
   }
 
 
 def torch_param_map(config: Config) -> torch_mapping.ParamMap:
   """NNX path -> (official `MambaNet` state_dict name, layout transform), for `config`."""
   tm = torch_mapping
-  entries = {**tm.patch_embed_entries(("embed_ir",), "vmunet.patch_embed_x"),
-             **tm.patch_embed_entries(("embed_vis",), "vmunet.patch_embed_y")}
+  entries = {
+    **tm.patch_embed_entries(("embed_ir",), "vmunet.patch_embed_x"),
+    **tm.patch_embed_entries(("embed_vis",), "vmunet.patch_embed_y"),
+  }
   levels = len(config.dims)
   for ours, theirs in (("encoder_ir", "layers_x"), ("encoder_vis", "layers_y")):
     for level, depth in enumerate(config.depths):
@@ -201,8 +222,9 @@ def torch_param_map(config: Config) -> torch_mapping.ParamMap:
         entries |= tm.patch_merging_entries(stage + ("downsample",), f"{name}.downsample")
   for level in range(levels):
     for block in range(config.fusion_blocks):
-      entries |= _cmsa_block_entries(("fusion", level, "blocks", block),
-                                     f"vmunet.fusion_layers.{level}.layers.{block}")
+      entries |= _cmsa_block_entries(
+        ("fusion", level, "blocks", block), f"vmunet.fusion_layers.{level}.layers.{block}"
+      )
   for stage, depth in enumerate(config.decoder_depths):
     name = f"vmunet.layers_up.{stage}"
     if stage:
@@ -220,8 +242,12 @@ def torch_config(state_dict: Mapping[str, np.ndarray]) -> dict:
   fusion_blocks (indices), d_state and fusion_d_state (A_logs), expand (CMSA in_proj)."""
   tm = torch_mapping
   fields = tm.unet_config(
-      state_dict, embed_conv="vmunet.patch_embed_x.proj.weight", levels="vmunet.fusion_layers.",
-      encoder_blocks="vmunet.layers_x.{}.blocks.", decoder_blocks="vmunet.layers_up.{}.blocks.")
+    state_dict,
+    embed_conv="vmunet.patch_embed_x.proj.weight",
+    levels="vmunet.fusion_layers.",
+    encoder_blocks="vmunet.layers_x.{}.blocks.",
+    decoder_blocks="vmunet.layers_up.{}.blocks.",
+  )
   if blocks := tm.block_count(state_dict, "vmunet.fusion_layers.0.layers."):
     fields["fusion_blocks"] = blocks
   vss = r"vmunet\.layers_\w+\.\d+\.blocks\.\d+\."
@@ -247,18 +273,24 @@ def sampling_grid(config: Config) -> registry.SamplingGrid:
   multiple of the grid gets no padding before it, so it keeps the canvas's grid."""
   levels = len(config.dims)
   return registry.SamplingGrid(
-      tile_grid=PATCH_STRIDE * 2 ** (levels - 1),
-      tile_offset=lambda size: (padded_size(size, levels) - size) // 2)
+    tile_grid=PATCH_STRIDE * 2 ** (levels - 1),
+    tile_offset=lambda size: (padded_size(size, levels) - size) // 2,
+  )
 
 
 FAMILY = registry.Family(
-    name="s4fusion",
-    model=S4Fusion,
-    variants={"s4fusion": Config, "s4fusion_tiny": TinyConfig},
-    loss=s4fusion_loss.make_loss,
-    # It computes Y = 0.299 R + 0.587 G + 0.114 B on [0, 1] RGB (full range), with the matching
-    # full-range inverse; save_image clamps and rounds.
-    inference=registry.InferenceSpec(y_convention="full", quantize_y=False, output="clip",
-                                     official_grey=official_grey, sampling_grid=sampling_grid),
-    torch=registry.TorchSpec(param_map=torch_param_map, config_fields=torch_config),
+  name="s4fusion",
+  model=S4Fusion,
+  variants={"s4fusion": Config, "s4fusion_tiny": TinyConfig},
+  loss=s4fusion_loss.make_loss,
+  # It computes Y = 0.299 R + 0.587 G + 0.114 B on [0, 1] RGB (full range), with the matching
+  # full-range inverse; save_image clamps and rounds.
+  inference=registry.InferenceSpec(
+    y_convention="full",
+    quantize_y=False,
+    output="clip",
+    official_grey=official_grey,
+    sampling_grid=sampling_grid,
+  ),
+  torch=registry.TorchSpec(param_map=torch_param_map, config_fields=torch_config),
 )

@@ -12,5 +12,11 @@ from fusionjax.training.checkpointing import CheckpointMismatchError
 from fusionjax.training.loop import NonFiniteLossError, train_and_evaluate
 from fusionjax.training.reports import evaluate_run, fuse_run, load_model
 
-__all__ = ["CheckpointMismatchError", "NonFiniteLossError", "evaluate_run", "fuse_run",
-           "load_model", "train_and_evaluate"]
+__all__ = [
+  "CheckpointMismatchError",
+  "NonFiniteLossError",
+  "evaluate_run",
+  "fuse_run",
+  "load_model",
+  "train_and_evaluate",
+]

@@ -28,9 +28,13 @@ class CheckpointMismatchError(ValueError):
 
 
 def _item_handlers() -> dict[str, ocp.CheckpointHandler]:
-  return {"model": ocp.StandardCheckpointHandler(), "opt": ocp.StandardCheckpointHandler(),
-          "ema": ocp.StandardCheckpointHandler(), "run": ocp.JsonCheckpointHandler(),
-          "data": grain.checkpoint.CheckpointHandler()}
+  return {
+    "model": ocp.StandardCheckpointHandler(),
+    "opt": ocp.StandardCheckpointHandler(),
+    "ema": ocp.StandardCheckpointHandler(),
+    "run": ocp.JsonCheckpointHandler(),
+    "data": grain.checkpoint.CheckpointHandler(),
+  }
 
 
 def _key_name(key) -> str:
@@ -55,8 +59,11 @@ def _leaf_shapes(tree) -> dict[str, tuple[int, ...]]:
 
 
 def _describe_differences(stored: Mapping, expected: Mapping, limit: int = 6) -> str:
-  lines = [f"  {name}: stored {stored[name]}, expected {expected[name]}"
-           for name in sorted(stored.keys() & expected.keys()) if stored[name] != expected[name]]
+  lines = [
+    f"  {name}: stored {stored[name]}, expected {expected[name]}"
+    for name in sorted(stored.keys() & expected.keys())
+    if stored[name] != expected[name]
+  ]
   lines += [f"  {name}: missing from the checkpoint" for name in sorted(expected.keys() - stored)]
   lines += [f"  {name}: not in this model" for name in sorted(stored.keys() - expected)]
   more = f"\n  ... and {len(lines) - limit} more" if len(lines) > limit else ""
@@ -66,15 +73,17 @@ def _describe_differences(stored: Mapping, expected: Mapping, limit: int = 6) ->
 def _abstract(leaf) -> jax.ShapeDtypeStruct:
   """What to restore a leaf as: its shape, dtype and sharding (default: the first device)."""
   sharding = getattr(leaf, "sharding", None) or jax.sharding.SingleDeviceSharding(
-      jax.local_devices()[0])
+    jax.local_devices()[0]
+  )
   return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
 
 
 class RunCheckpoints:
   """The checkpoints of one run directory; use as a context manager (waits for saves)."""
 
-  def __init__(self, directory: str | pathlib.Path, ckpt: ml_collections.ConfigDict, *,
-               create: bool = True):
+  def __init__(
+    self, directory: str | pathlib.Path, ckpt: ml_collections.ConfigDict, *, create: bool = True
+  ):
     self.directory = pathlib.Path(directory).absolute()
     if not create and not self.directory.is_dir():
       raise FileNotFoundError(f"no checkpoints at {self.directory}: train first (--mode=train)")
@@ -82,13 +91,24 @@ class RunCheckpoints:
     best_fn = None
     if ckpt.keep_best > 0:
       best_fn = lambda metrics: metrics[ckpt.best_metric]  # pylint: disable=unnecessary-lambda-assignment
-      preserve.append(policies.BestN(get_metric_fn=best_fn, reverse=ckpt.best_mode == "min",
-                                     n=ckpt.keep_best, keep_checkpoints_without_metrics=False))
+      preserve.append(
+        policies.BestN(
+          get_metric_fn=best_fn,
+          reverse=ckpt.best_mode == "min",
+          n=ckpt.keep_best,
+          keep_checkpoints_without_metrics=False,
+        )
+      )
     options = ocp.CheckpointManagerOptions(
-        preservation_policy=policies.AnyPreservationPolicy(preserve), best_fn=best_fn,
-        best_mode=ckpt.best_mode, create=create, enable_async_checkpointing=True)
-    self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                         item_handlers=_item_handlers())
+      preservation_policy=policies.AnyPreservationPolicy(preserve),
+      best_fn=best_fn,
+      best_mode=ckpt.best_mode,
+      create=create,
+      enable_async_checkpointing=True,
+    )
+    self.manager = ocp.CheckpointManager(
+      self.directory, options=options, item_handlers=_item_handlers()
+    )
 
   def __enter__(self) -> "RunCheckpoints":
     return self
@@ -107,15 +127,25 @@ class RunCheckpoints:
       raise FileNotFoundError(f"no checkpoints in {self.directory}: train first (--mode=train)")
     return step
 
-  def save(self, step: int, state: TrainState, data_iterator: grain.DatasetIterator,
-           model_config: ml_collections.ConfigDict, metrics: Mapping[str, float] | None = None):
+  def save(
+    self,
+    step: int,
+    state: TrainState,
+    data_iterator: grain.DatasetIterator,
+    model_config: ml_collections.ConfigDict,
+    metrics: Mapping[str, float] | None = None,
+  ):
     """Starts an asynchronous save of `state` and the iterator's position at `step`."""
-    items = {name: ocp.args.StandardSave(getattr(state, name)) for name in _STATE_ITEMS
-             if getattr(state, name) is not None}
+    items = {
+      name: ocp.args.StandardSave(getattr(state, name))
+      for name in _STATE_ITEMS
+      if getattr(state, name) is not None
+    }
     items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
     items["run"] = ocp.args.JsonSave({"model": model_config.to_dict(), "step": step})
-    self.manager.save(step, args=ocp.args.Composite(**items),
-                      metrics=None if metrics is None else dict(metrics))
+    self.manager.save(
+      step, args=ocp.args.Composite(**items), metrics=None if metrics is None else dict(metrics)
+    )
 
   def _stored_model_name(self, step: int, metadata) -> str:
     """The model name in the "run" item saved at `step` (the JSON item has no metadata of its
@@ -137,13 +167,15 @@ class RunCheckpoints:
       stored = metadata[name] if name in metadata.keys() else None
       if stored is None:
         raise CheckpointMismatchError(
-            f"{where} has no {name!r} item"
-            + (" (it was trained without optim.ema_decay)" if name == "ema" else ""))
+          f"{where} has no {name!r} item"
+          + (" (it was trained without optim.ema_decay)" if name == "ema" else "")
+        )
       differences = _describe_differences(_leaf_shapes(stored.tree), _leaf_shapes(expected))
       if differences:
         raise CheckpointMismatchError(
-            f"{where} does not fit this run's {name!r} (another model or model config?):\n"
-            f"{differences}\nUse another --workdir, or the config that trained it.")
+          f"{where} does not fit this run's {name!r} (another model or model config?):\n"
+          f"{differences}\nUse another --workdir, or the config that trained it."
+        )
 
   def _check_process_count(self, step: int) -> None:
     """Raises CheckpointMismatchError unless the data position saved at `step` has a file for
@@ -155,21 +187,27 @@ class RunCheckpoints:
     if saved and not mine.exists():
       saved_count = saved[0].stem.rpartition("-of-")[2]
       raise CheckpointMismatchError(
-          f"checkpoint {data.parent} was saved by a job of {saved_count} process(es); resume "
-          f"it with {saved_count} (this job has {jax.process_count()})")
+        f"checkpoint {data.parent} was saved by a job of {saved_count} process(es); resume "
+        f"it with {saved_count} (this job has {jax.process_count()})"
+      )
 
-  def restore(self, step: int, target: TrainState,
-              data_iterator: grain.DatasetIterator | None = None) -> TrainState:
+  def restore(
+    self, step: int, target: TrainState, data_iterator: grain.DatasetIterator | None = None
+  ) -> TrainState:
     """The state saved at `step`, into `target`'s structure, dtypes and shardings; also moves
     `data_iterator` (when given) to the saved position. Items that are None in `target` are
     not read (e.g. opt for evaluation)."""
     wanted = {name: getattr(target, name) for name in _STATE_ITEMS}
     self._check_compatible(step, wanted)
-    items = {name: ocp.args.StandardRestore(jax.tree.map(_abstract, tree))
-             for name, tree in wanted.items() if tree is not None}
+    items = {
+      name: ocp.args.StandardRestore(jax.tree.map(_abstract, tree))
+      for name, tree in wanted.items()
+      if tree is not None
+    }
     if data_iterator is not None:
       self._check_process_count(step)
       items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
     restored = self.manager.restore(step, args=ocp.args.Composite(**items))
-    return TrainState(**{name: restored[name] if tree is not None else None
-                         for name, tree in wanted.items()})
+    return TrainState(
+      **{name: restored[name] if tree is not None else None for name, tree in wanted.items()}
+    )

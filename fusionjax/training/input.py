@@ -22,16 +22,19 @@ def pair_source(data_config: ml_collections.ConfigDict, split: str) -> Sequence[
     raise ValueError("data.dataset is empty; set it to a fusionjax TFDS dataset name")
   try:
     if data_config.data_dir:
-      return builders.data_source(data_config.dataset, split, data_config.data_dir,
-                                  manual_dir=data_config.manual_dir or None)
+      return builders.data_source(
+        data_config.dataset, split, data_config.data_dir, manual_dir=data_config.manual_dir or None
+      )
     builder = builders.get_builder(data_config.dataset)
   except tfds.core.registered.DatasetNotFoundError as error:
     raise ValueError(f"unknown data.dataset {data_config.dataset!r}: {error}") from error
   folder = pathlib.Path(data_config.manual_dir) if data_config.manual_dir else data.sample_dir()
   splits = builder.spec.find_splits(folder)
   if split not in splits:
-    raise ValueError(f"no {split!r} split of {data_config.dataset!r} in {folder} (found "
-                     f"{sorted(splits)}); set data.train_split / data.eval_split")
+    raise ValueError(
+      f"no {split!r} split of {data_config.dataset!r} in {folder} (found "
+      f"{sorted(splits)}); set data.train_split / data.eval_split"
+    )
   return data.PairedFolderSource(splits[split].pairs(folder))
 
 
@@ -40,8 +43,9 @@ def _process_rows(batch: dict, process_index: int, process_count: int) -> dict:
   `process_index`-th of `process_count` equal contiguous blocks (the order in which
   `jax.make_array_from_process_local_data` places the processes' rows on the mesh)."""
   rows = len(batch["img_a"]) // process_count
-  return {key: value[process_index * rows:(process_index + 1) * rows]
-          for key, value in batch.items()}
+  return {
+    key: value[process_index * rows : (process_index + 1) * rows] for key, value in batch.items()
+  }
 
 
 def train_batches(config: ml_collections.ConfigDict) -> grain.DatasetIterator:
@@ -56,18 +60,24 @@ def train_batches(config: ml_collections.ConfigDict) -> grain.DatasetIterator:
   data_config = config.data
   source = pair_source(data_config, data_config.train_split)
   global_batches = data.train_dataset(
-      source, convention=models.family_of(config.model).inference.y_convention,
-      crop_size=data_config.crop_size, batch_size=data_config.batch_size, seed=config.seed,
-      augment=data_config.augment, skip_smaller_than_crop=data_config.skip_smaller_than_crop,
-      process_index=0, process_count=1,
-      read_options=grain.ReadOptions(num_threads=data_config.num_threads,
-                                     prefetch_buffer_size=2 * data_config.batch_size))
+    source,
+    convention=models.family_of(config.model).inference.y_convention,
+    crop_size=data_config.crop_size,
+    batch_size=data_config.batch_size,
+    seed=config.seed,
+    augment=data_config.augment,
+    skip_smaller_than_crop=data_config.skip_smaller_than_crop,
+    process_index=0,
+    process_count=1,
+    read_options=grain.ReadOptions(
+      num_threads=data_config.num_threads, prefetch_buffer_size=2 * data_config.batch_size
+    ),
+  )
   index, count = jax.process_index(), jax.process_count()
   return iter(global_batches.map(lambda batch: _process_rows(batch, index, count)))
 
 
-def eval_pairs(data_config: ml_collections.ConfigDict,
-               num_pairs: int) -> Sequence[dict]:
+def eval_pairs(data_config: ml_collections.ConfigDict, num_pairs: int) -> Sequence[dict]:
   """The first `num_pairs` records of the eval split (all when 0), for every process."""
   source = pair_source(data_config, data_config.eval_split)
   return source if not num_pairs else [source[i] for i in range(min(num_pairs, len(source)))]

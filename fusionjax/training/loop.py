@@ -24,7 +24,8 @@ import numpy as np
 from tqdm import tqdm
 
 from fusionjax import config_lib, fuse, metrics
-from fusionjax.training import checkpointing, input as input_lib, sharding, steps, validation
+from fusionjax.training import checkpointing, sharding, steps, validation
+from fusionjax.training import input as input_lib
 from fusionjax.training import state as state_lib
 from fusionjax.training.metric_writer import MetricWriter
 
@@ -44,16 +45,23 @@ def write_config(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> No
 def _check_best_metric(config: ml_collections.ConfigDict) -> None:
   names = tuple(config.eval.metrics) or metrics.DEFAULT_METRICS
   if config.ckpt.keep_best > 0 and config.ckpt.best_metric not in names:
-    raise ValueError(f"ckpt.best_metric={config.ckpt.best_metric!r} is not among the "
-                     f"validation metrics eval.metrics={names}")
+    raise ValueError(
+      f"ckpt.best_metric={config.ckpt.best_metric!r} is not among the "
+      f"validation metrics eval.metrics={names}"
+    )
 
 
 class _Progress:
   """The host side of the train metrics, one step behind the device: checks that they are
   finite, averages them over train.log_every_steps, writes them, drives the progress bar."""
 
-  def __init__(self, config: ml_collections.ConfigDict, writer: MetricWriter, bar: tqdm,
-               checkpoints: checkpointing.RunCheckpoints):
+  def __init__(
+    self,
+    config: ml_collections.ConfigDict,
+    writer: MetricWriter,
+    bar: tqdm,
+    checkpoints: checkpointing.RunCheckpoints,
+  ):
     self.config, self.writer, self.bar, self.checkpoints = config, writer, bar, checkpoints
     self.window: list[Mapping[str, float]] = []
     self.timer_start: float | None = None  # set when the first step (which compiles) is done
@@ -63,13 +71,17 @@ class _Progress:
     values = {name: float(value) for name, value in jax.device_get(device_metrics).items()}
     if not (np.isfinite(values["loss"]) and np.isfinite(values["grad_norm"])):
       latest = self.checkpoints.latest_step()
-      kept = (f"the last good checkpoint is step {latest} in {self.checkpoints.directory}"
-              if latest is not None else "no checkpoint had been saved yet")
+      kept = (
+        f"the last good checkpoint is step {latest} in {self.checkpoints.directory}"
+        if latest is not None
+        else "no checkpoint had been saved yet"
+      )
       raise NonFiniteLossError(
-          f"training stopped at step {step}: loss {values['loss']}, gradient norm "
-          f"{values['grad_norm']} (learning rate {values['learning_rate']:g}). Nothing was "
-          f"saved from this step on; {kept}. Check the inputs for NaN/Inf and lower "
-          "optim.learning_rate (or set optim.grad_clip_norm).")
+        f"training stopped at step {step}: loss {values['loss']}, gradient norm "
+        f"{values['grad_norm']} (learning rate {values['learning_rate']:g}). Nothing was "
+        f"saved from this step on; {kept}. Check the inputs for NaN/Inf and lower "
+        "optim.learning_rate (or set optim.grad_clip_norm)."
+      )
     self.bar.update(step - self.bar.n)
     self.window.append(values)
     now = time.perf_counter()
@@ -79,12 +91,14 @@ class _Progress:
       self.timed_steps += 1
     if step % self.config.train.log_every_steps and step != self.config.train.num_steps:
       return
-    scalars = {name: float(np.mean([values[name] for values in self.window]))
-               for name in self.window[0]}
+    scalars = {
+      name: float(np.mean([values[name] for values in self.window])) for name in self.window[0]
+    }
     postfix = {"loss": f"{scalars['loss']:.4f}"}
     if self.timed_steps:
-      scalars["images_per_second"] = (self.timed_steps * self.config.data.batch_size
-                                      / (now - self.timer_start))
+      scalars["images_per_second"] = (
+        self.timed_steps * self.config.data.batch_size / (now - self.timer_start)
+      )
       postfix["img/s"] = f"{scalars['images_per_second']:.1f}"
     self.writer.write_scalars(step, scalars)
     self.bar.set_postfix(postfix)
@@ -95,8 +109,9 @@ class _Progress:
     self.timer_start, self.timed_steps = time.perf_counter(), 0
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict,
-                       workdir: str | pathlib.Path) -> state_lib.TrainState:
+def train_and_evaluate(
+  config: ml_collections.ConfigDict, workdir: str | pathlib.Path
+) -> state_lib.TrainState:
   """Trains `config` in `workdir` (resuming it) to config.train.num_steps, validating every
   config.eval.every_steps and at the end (never when 0). Returns the final state.
 
@@ -112,8 +127,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   graphs, state = state_lib.create(config)
   state = jax.device_put(state, sharding.replicated(mesh))
   batches = input_lib.train_batches(config)
-  eval_source = (input_lib.eval_pairs(config.data, config.eval.num_pairs)
-                 if config.eval.every_steps > 0 else None)
+  eval_source = (
+    input_lib.eval_pairs(config.data, config.eval.num_pairs)
+    if config.eval.every_steps > 0
+    else None
+  )
   with checkpointing.RunCheckpoints(workdir / "checkpoints", config.ckpt) as checkpoints:
     latest = checkpoints.latest_step()
     if latest is not None:
@@ -136,42 +154,57 @@ def _train(config, graphs, state, batches, eval_source, checkpoints, writer, mes
   if start >= num_steps:
     _LOG.info("already trained to step %d (train.num_steps=%d)", start, num_steps)
   else:
-    _LOG.info("training %s from step %d to %d; compiling the training step first (about 40 s "
-              "for a :tiny config on 2 CPU cores, longer for paper sizes; the compilation cache "
-              "skips it on reruns)", config.model.name, start, num_steps)
-  with tqdm(total=num_steps, initial=start, unit="step", desc="train",
-            disable=jax.process_index() != 0) as bar:
+    _LOG.info(
+      "training %s from step %d to %d; compiling the training step first (about 40 s "
+      "for a :tiny config on 2 CPU cores, longer for paper sizes; the compilation cache "
+      "skips it on reruns)",
+      config.model.name,
+      start,
+      num_steps,
+    )
+  with tqdm(
+    total=num_steps, initial=start, unit="step", desc="train", disable=jax.process_index() != 0
+  ) as bar:
     progress = _Progress(config, writer, bar, checkpoints)
     pending = None
     for step in range(start + 1, num_steps + 1):
       batch = next(batches)
       state, step_metrics = train_step(
-          state, *(sharding.global_batch(batch[key], mesh) for key in input_keys))
+        state, *(sharding.global_batch(batch[key], mesh) for key in input_keys)
+      )
       if pending is not None:
         progress(*pending)  # the previous step's metrics: the device is busy with this one
       pending = (step, step_metrics)
       validate_now = config.eval.every_steps > 0 and (
-          step % config.eval.every_steps == 0 or step == num_steps)
+        step % config.eval.every_steps == 0 or step == num_steps
+      )
       if not (validate_now or step % config.ckpt.every_steps == 0 or step == num_steps):
         continue
       progress(*pending)  # never save a state whose loss was not checked
       pending = None
       scores = _validate(config, graphs, state, eval_source, writer, step) if validate_now else {}
       best = scores.get(config.ckpt.best_metric, np.nan)
-      checkpoints.save(step, state, batches, config.model,
-                       metrics=scores if np.isfinite(best) else None)
+      checkpoints.save(
+        step, state, batches, config.model, metrics=scores if np.isfinite(best) else None
+      )
       progress.restart_timer()
   return state
 
 
 def _validate(config, graphs, state, eval_source, writer, step) -> dict[str, float]:
   scores, grid = validation.validate(
-      state_lib.eval_model(graphs, state), eval_source,
-      metric_names=tuple(config.eval.metrics) or None, swap_inputs=config.data.swap_inputs,
-      num_samples=config.eval.num_samples)
+    state_lib.eval_model(graphs, state),
+    eval_source,
+    metric_names=tuple(config.eval.metrics) or None,
+    swap_inputs=config.data.swap_inputs,
+    num_samples=config.eval.num_samples,
+  )
   writer.write_scalars(step, {f"val/{name}": value for name, value in scores.items()})
   if grid is not None:
     writer.write_figure(step, "val_samples", grid)
-  _LOG.info("step %d validation: %s", step,
-               ", ".join(f"{name} {value:.4f}" for name, value in scores.items()))
+  _LOG.info(
+    "step %d validation: %s",
+    step,
+    ", ".join(f"{name} {value:.4f}" for name, value in scores.items()),
+  )
   return scores

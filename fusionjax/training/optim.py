@@ -17,25 +17,36 @@ def make_schedule(optim: ml_collections.ConfigDict, num_steps: int) -> optax.Sch
     return optax.constant_schedule(rate)
   if optim.schedule == "multistep":
     return optax.piecewise_constant_schedule(
-        rate, {int(boundary): optim.decay_rate for boundary in optim.boundaries})
+      rate, {int(boundary): optim.decay_rate for boundary in optim.boundaries}
+    )
   if optim.schedule == "exponential":
     if optim.decay_every_steps <= 0:
       raise ValueError("optim.schedule='exponential' needs optim.decay_every_steps > 0")
-    return optax.exponential_decay(rate, transition_steps=optim.decay_every_steps,
-                                   decay_rate=optim.decay_rate, staircase=True)
+    return optax.exponential_decay(
+      rate, transition_steps=optim.decay_every_steps, decay_rate=optim.decay_rate, staircase=True
+    )
   if optim.schedule == "warmup_cosine":
     if not 0 <= optim.warmup_steps < num_steps:
-      raise ValueError(f"optim.warmup_steps must be in [0, train.num_steps = {num_steps}), "
-                       f"got {optim.warmup_steps}")
+      raise ValueError(
+        f"optim.warmup_steps must be in [0, train.num_steps = {num_steps}), "
+        f"got {optim.warmup_steps}"
+      )
     return optax.warmup_cosine_decay_schedule(
-        init_value=optim.init_learning_rate, peak_value=rate, warmup_steps=optim.warmup_steps,
-        decay_steps=num_steps, end_value=optim.end_learning_rate)
-  raise ValueError(f"unknown optim.schedule {optim.schedule!r}; expected 'constant', "
-                   "'multistep', 'exponential' or 'warmup_cosine'")
+      init_value=optim.init_learning_rate,
+      peak_value=rate,
+      warmup_steps=optim.warmup_steps,
+      decay_steps=num_steps,
+      end_value=optim.end_learning_rate,
+    )
+  raise ValueError(
+    f"unknown optim.schedule {optim.schedule!r}; expected 'constant', "
+    "'multistep', 'exponential' or 'warmup_cosine'"
+  )
 
 
-def make_optimizer(optim: ml_collections.ConfigDict, schedule: optax.Schedule
-                   ) -> optax.GradientTransformation:
+def make_optimizer(
+  optim: ml_collections.ConfigDict, schedule: optax.Schedule
+) -> optax.GradientTransformation:
   """Adam or AdamW (PyTorch's defaults unless configured) on `schedule`, after clipping the
   gradients' global norm to optim.grad_clip_norm when that is > 0."""
   if optim.optimizer == "adam":
@@ -43,8 +54,9 @@ def make_optimizer(optim: ml_collections.ConfigDict, schedule: optax.Schedule
       raise ValueError("optim.weight_decay needs optim.optimizer='adamw' (decoupled decay)")
     transform = optax.adam(schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps)
   elif optim.optimizer == "adamw":
-    transform = optax.adamw(schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps,
-                            weight_decay=optim.weight_decay)
+    transform = optax.adamw(
+      schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps, weight_decay=optim.weight_decay
+    )
   else:
     raise ValueError(f"unknown optim.optimizer {optim.optimizer!r}; expected 'adam' or 'adamw'")
   if optim.grad_clip_norm > 0:

@@ -41,9 +41,11 @@ def _scheduler_job() -> bool:
   return any((_integer_variable(name) or 1) > 1 for name in _SCHEDULER_PROCESS_COUNT_VARIABLES)
 
 
-def initialize_distributed(coordinator_address: str | None = None,
-                           num_processes: int | None = None,
-                           process_id: int | None = None) -> bool:
+def initialize_distributed(
+  coordinator_address: str | None = None,
+  num_processes: int | None = None,
+  process_id: int | None = None,
+) -> bool:
   """Joins this process to a job of several with `jax.distributed.initialize`.
 
   Told explicitly by the arguments or, for those not given, the environment variables
@@ -63,17 +65,22 @@ def initialize_distributed(coordinator_address: str | None = None,
     num_processes = _integer_variable(NUM_PROCESSES_VARIABLE)
   if process_id is None:
     process_id = _integer_variable(PROCESS_ID_VARIABLE)
-  given = {COORDINATOR_VARIABLE: coordinator_address, NUM_PROCESSES_VARIABLE: num_processes,
-           PROCESS_ID_VARIABLE: process_id}
+  given = {
+    COORDINATOR_VARIABLE: coordinator_address,
+    NUM_PROCESSES_VARIABLE: num_processes,
+    PROCESS_ID_VARIABLE: process_id,
+  }
   missing = [name for name, value in given.items() if value is None]
   if not _scheduler_job():
     if len(missing) == len(given):
       return False
     if missing:
-      raise ValueError(f"a multi-process run needs {', '.join(given)}; missing: "
-                       f"{', '.join(missing)}")
-  jax.distributed.initialize(coordinator_address=coordinator_address,
-                             num_processes=num_processes, process_id=process_id)
+      raise ValueError(
+        f"a multi-process run needs {', '.join(given)}; missing: {', '.join(missing)}"
+      )
+  jax.distributed.initialize(
+    coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id
+  )
   _LOG.info("jax.distributed: process %d of %d", jax.process_index(), jax.process_count())
   return True
 
@@ -84,8 +91,9 @@ def make_mesh(devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
   Auto axis types: XLA propagates the batch sharding through the model's reshapes.
   """
   devices = jax.devices() if devices is None else list(devices)
-  return jax.sharding.Mesh(np.asarray(devices), (DATA_AXIS,),
-                           axis_types=(jax.sharding.AxisType.Auto,))
+  return jax.sharding.Mesh(
+    np.asarray(devices), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,)
+  )
 
 
 def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
@@ -102,9 +110,11 @@ def check_batch_size(batch_size: int, mesh: jax.sharding.Mesh) -> None:
   """Raises ValueError unless the global batch splits evenly over devices and processes."""
   devices = mesh.devices.size
   if batch_size % devices or batch_size % jax.process_count():
-    raise ValueError(f"data.batch_size={batch_size} must be a multiple of the number of "
-                     f"devices ({devices}) and processes ({jax.process_count()}); set "
-                     "--config.data.batch_size accordingly")
+    raise ValueError(
+      f"data.batch_size={batch_size} must be a multiple of the number of "
+      f"devices ({devices}) and processes ({jax.process_count()}); set "
+      "--config.data.batch_size accordingly"
+    )
 
 
 def global_batch(local: np.ndarray, mesh: jax.sharding.Mesh) -> jax.Array:

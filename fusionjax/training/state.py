@@ -25,6 +25,7 @@ class TrainState:
     opt: the nnx.Optimizer's variables: its step count and the optax state.
     ema: exponential moving average of the parameters (optim.ema_decay > 0), else None.
   """
+
   model: nnx.State
   opt: nnx.State
   ema: nnx.State | None
@@ -39,6 +40,7 @@ class Graphs:
     eval: the same model in evaluation mode.
     opt: the nnx.Optimizer (its optax transformation and schedule).
   """
+
   train: nnx.GraphDef
   eval: nnx.GraphDef
   opt: nnx.GraphDef
@@ -72,8 +74,7 @@ def step(state: TrainState) -> int:
   return int(jax.device_get(state.opt["step"][...]))
 
 
-def evaluation_model(graph: nnx.GraphDef, model: nnx.State,
-                     ema: nnx.State | None) -> nnx.Module:
+def evaluation_model(graph: nnx.GraphDef, model: nnx.State, ema: nnx.State | None) -> nnx.Module:
   """The model of `graph` and its variables `model`, with the EMA parameters `ema` in place of
   the trained ones when kept (not None), in evaluation mode."""
   module = nnx.merge(graph, model)

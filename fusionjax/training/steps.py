@@ -1,7 +1,7 @@
 """The training loss of a config and the pure, jitted train step.
 
-    train_step = steps.jit_train_step(config, graphs, mesh)
-    state, metrics = train_step(state, a, b)   # a, b: global `shapes.Planes`
+train_step = steps.jit_train_step(config, graphs, mesh)
+state, metrics = train_step(state, a, b)   # a, b: global `shapes.Planes`
 """
 
 import functools
@@ -28,8 +28,15 @@ def make_loss(loss_config: ml_collections.ConfigDict) -> Loss:
   return registry.get(name).loss(**arguments)
 
 
-def train_step(graphs: Graphs, loss_fn: Loss, schedule: optax.Schedule, ema_decay: float,
-               state: TrainState, a: jax.Array, b: jax.Array) -> tuple[TrainState, dict]:
+def train_step(
+  graphs: Graphs,
+  loss_fn: Loss,
+  schedule: optax.Schedule,
+  ema_decay: float,
+  state: TrainState,
+  a: jax.Array,
+  b: jax.Array,
+) -> tuple[TrainState, dict]:
   """One optimizer update on the batch (a, b) of `shapes.Planes`.
 
   Returns the new state and scalar metrics: "loss", "loss/<term>" (unweighted terms),
@@ -47,18 +54,31 @@ def train_step(graphs: Graphs, loss_fn: Loss, schedule: optax.Schedule, ema_deca
   ema = state.ema
   if ema is not None:
     ema = optax.incremental_update(nnx.state(model, nnx.Param), ema, step_size=1 - ema_decay)
-  metrics = {"loss": loss, **{f"loss/{name}": value for name, value in terms.items()},
-             "grad_norm": optax.tree.norm(grads), "learning_rate": learning_rate}
+  metrics = {
+    "loss": loss,
+    **{f"loss/{name}": value for name, value in terms.items()},
+    "grad_norm": optax.tree.norm(grads),
+    "learning_rate": learning_rate,
+  }
   return TrainState(model=nnx.state(model), opt=nnx.state(optimizer), ema=ema), metrics
 
 
-def jit_train_step(config: ml_collections.ConfigDict, graphs: Graphs, mesh: jax.sharding.Mesh
-                   ) -> Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, dict]]:
+def jit_train_step(
+  config: ml_collections.ConfigDict, graphs: Graphs, mesh: jax.sharding.Mesh
+) -> Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, dict]]:
   """`train_step` for `config`, jitted over `mesh`: the state replicated and donated, the
   batch split over the data axis; XLA inserts the gradient all-reduce."""
-  step = functools.partial(train_step, graphs, make_loss(config.loss),
-                           optim.make_schedule(config.optim, config.train.num_steps),
-                           config.optim.ema_decay)
+  step = functools.partial(
+    train_step,
+    graphs,
+    make_loss(config.loss),
+    optim.make_schedule(config.optim, config.train.num_steps),
+    config.optim.ema_decay,
+  )
   replicated, batch = sharding.replicated(mesh), sharding.batch_sharded(mesh)
-  return jax.jit(step, in_shardings=(replicated, batch, batch),
-                 out_shardings=(replicated, replicated), donate_argnums=0)
+  return jax.jit(
+    step,
+    in_shardings=(replicated, batch, batch),
+    out_shardings=(replicated, replicated),
+    donate_argnums=0,
+  )

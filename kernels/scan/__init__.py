@@ -5,6 +5,11 @@
 """
 
 from fusionjax.kernels.scan.api import (
-    IMPLS, Impl, resolve_impl, selective_scan, selective_scan_channels_last)
+  IMPLS,
+  Impl,
+  resolve_impl,
+  selective_scan,
+  selective_scan_channels_last,
+)
 
 __all__ = ["IMPLS", "Impl", "resolve_impl", "selective_scan", "selective_scan_channels_last"]

@@ -44,9 +44,12 @@ def _pallas_lowers() -> bool:
   problem = pallas_gpu.cuda_lowering_problem()
   if problem:
     warnings.warn(
-        f"fusionjax.kernels: the Pallas selective-scan kernels do not lower with this jax "
-        f"({jax.__version__}; Pallas's Triton lowering is deprecated from jax 0.11), so "
-        f"impl='auto' uses 'chunked'. Reason: {problem}", RuntimeWarning)
+      f"fusionjax.kernels: the Pallas selective-scan kernels do not lower with this jax "
+      f"({jax.__version__}; Pallas's Triton lowering is deprecated from jax 0.11), so "
+      f"impl='auto' uses 'chunked'. Reason: {problem}",
+      RuntimeWarning,
+      stacklevel=3,
+    )
   return problem is None
 
 
@@ -84,8 +87,9 @@ def _check_shapes(u, delta, A, B, C, D, z, delta_bias):
   for name, mat in (("B", B), ("C", C)):
     if mat.ndim not in (3, 4) or mat.shape[:2] != (batch, length) or mat.shape[-1] != state_dim:
       raise ValueError(
-          f"{name} must be (batch={batch}, L={length}, [G,] N={state_dim}) channels-last, "
-          f"got shape {mat.shape}")
+        f"{name} must be (batch={batch}, L={length}, [G,] N={state_dim}) channels-last, "
+        f"got shape {mat.shape}"
+      )
   if B.shape != C.shape:
     raise ValueError(f"B shape {B.shape} differs from C shape {C.shape}")
   groups = B.shape[2] if B.ndim == 4 else 1
@@ -115,9 +119,21 @@ def _run_core(impl, u, delta, A, B, C, chunk):
   return y[:, :length], last_state
 
 
-def selective_scan_channels_last(u, delta, A, B, C, D=None, z=None, delta_bias=None,
-                                 delta_softplus=False, return_last_state=False, *,
-                                 impl: Impl = "auto", chunk: int = DEFAULT_CHUNK):
+def selective_scan_channels_last(
+  u,
+  delta,
+  A,
+  B,
+  C,
+  D=None,
+  z=None,
+  delta_bias=None,
+  delta_softplus=False,
+  return_last_state=False,
+  *,
+  impl: Impl = "auto",
+  chunk: int = DEFAULT_CHUNK,
+):
   """Selective scan on channels-last arrays, the layout fusionjax's models use.
 
   Args:
@@ -145,11 +161,14 @@ def selective_scan_channels_last(u, delta, A, B, C, D=None, z=None, delta_bias=N
     B32, C32 = B32[:, :, None], C32[:, :, None]
   group_dim = dim // groups
   y, last_state = _run_core(
-      impl,
-      u32.reshape(batch, length, groups, group_dim),
-      delta32.reshape(batch, length, groups, group_dim),
-      A32.reshape(groups, group_dim, state_dim),
-      B32, C32, chunk)
+    impl,
+    u32.reshape(batch, length, groups, group_dim),
+    delta32.reshape(batch, length, groups, group_dim),
+    A32.reshape(groups, group_dim, state_dim),
+    B32,
+    C32,
+    chunk,
+  )
   y = y.reshape(batch, length, dim)
   if D is not None:
     y = y + u32 * f32(D)[None, None]
@@ -161,8 +180,21 @@ def selective_scan_channels_last(u, delta, A, B, C, D=None, z=None, delta_bias=N
   return y
 
 
-def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                   return_last_state=False, *, impl: Impl = "auto", chunk: int = DEFAULT_CHUNK):
+def selective_scan(
+  u,
+  delta,
+  A,
+  B,
+  C,
+  D=None,
+  z=None,
+  delta_bias=None,
+  delta_softplus=False,
+  return_last_state=False,
+  *,
+  impl: Impl = "auto",
+  chunk: int = DEFAULT_CHUNK,
+):
   """Selective scan with the `mamba_ssm.selective_scan_fn` layout.
 
   Args:
@@ -181,9 +213,19 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     raise ValueError(f"B and C must be (batch, [G,] N, L), got shapes {B.shape} and {C.shape}")
   bc_to_last = lambda x: jnp.moveaxis(x, -1, 1)  # (batch, [G,] N, L) -> (batch, L, [G,] N)
   out = selective_scan_channels_last(
-      to_last(u), to_last(delta), A, bc_to_last(B), bc_to_last(C), D=D, z=to_last(z),
-      delta_bias=delta_bias, delta_softplus=delta_softplus,
-      return_last_state=return_last_state, impl=impl, chunk=chunk)
+    to_last(u),
+    to_last(delta),
+    A,
+    bc_to_last(B),
+    bc_to_last(C),
+    D=D,
+    z=to_last(z),
+    delta_bias=delta_bias,
+    delta_softplus=delta_softplus,
+    return_last_state=return_last_state,
+    impl=impl,
+    chunk=chunk,
+  )
   if return_last_state:
     return to_last(out[0]), out[1]
   return to_last(out)

@@ -112,7 +112,8 @@ def _backward(chunk, residuals, cotangents):
 
   chunks = [_to_chunks(x, chunk) for x in (u, delta, B, C, dy)]
   (_, dA), grads = jax.lax.scan(
-      chunk_step, (dlast, jnp.zeros_like(A)), (*chunks, entries), reverse=True)
+    chunk_step, (dlast, jnp.zeros_like(A)), (*chunks, entries), reverse=True
+  )
   du, ddelta, dB, dC = (_from_chunks(g) for g in grads)
   return du, ddelta, dA, dB, dC
 

@@ -50,8 +50,7 @@ def _row(ref, t):
   return ref[pl.ds(t, 1), :][0]
 
 
-def _forward_kernel(u_ref, delta_ref, A_ref, B_ref, C_ref, y_ref, entry_ref, *, num_chunks,
-                    chunk):
+def _forward_kernel(u_ref, delta_ref, A_ref, B_ref, C_ref, y_ref, entry_ref, *, num_chunks, chunk):
   """u, delta, y: (L, bd); A: (bd, N); B, C: (L, N).
 
   entry: (L/chunk + 1, bd, N), the state entering each chunk, then the state after the last step.
@@ -64,8 +63,9 @@ def _forward_kernel(u_ref, delta_ref, A_ref, B_ref, C_ref, y_ref, entry_ref, *, 
     def step(i, state):
       t = c * chunk + i
       u_t, delta_t = _row(u_ref, t), _row(delta_ref, t)
-      state = (jnp.exp(delta_t[:, None] * A) * state
-               + (delta_t * u_t)[:, None] * _row(B_ref, t)[None, :])
+      state = (
+        jnp.exp(delta_t[:, None] * A) * state + (delta_t * u_t)[:, None] * _row(B_ref, t)[None, :]
+      )
       y_ref[pl.ds(t, 1), :] = jnp.sum(state * _row(C_ref, t)[None, :], axis=1)[None, :]
       return state
 
@@ -75,9 +75,26 @@ def _forward_kernel(u_ref, delta_ref, A_ref, B_ref, C_ref, y_ref, entry_ref, *, 
   entry_ref[pl.ds(num_chunks, 1), :, :] = last[None]
 
 
-def _backward_kernel(u_ref, delta_ref, A_ref, B_ref, C_ref, dy_ref, entry_ref, dlast_ref,
-                     du_ref, ddelta_ref, dA_ref, dB_ref, dC_ref, history_ref, *, num_chunks,
-                     chunk, interpret):
+def _backward_kernel(
+  u_ref,
+  delta_ref,
+  A_ref,
+  B_ref,
+  C_ref,
+  dy_ref,
+  entry_ref,
+  dlast_ref,
+  du_ref,
+  ddelta_ref,
+  dA_ref,
+  dB_ref,
+  dC_ref,
+  history_ref,
+  *,
+  num_chunks,
+  chunk,
+  interpret,
+):
   """Inputs as in the forward kernel plus dy (L, bd) and dlast (bd, N).
 
   Outputs: du, ddelta (L, bd); dA (bd, N); dB, dC partials (L, N) summed over this program's
@@ -92,8 +109,10 @@ def _backward_kernel(u_ref, delta_ref, A_ref, B_ref, C_ref, dy_ref, entry_ref, d
       t = c * chunk + i
       history_ref[pl.ds(i, 1), :, :] = state[None]
       delta_t = _row(delta_ref, t)
-      return (jnp.exp(delta_t[:, None] * A) * state
-              + (delta_t * _row(u_ref, t))[:, None] * _row(B_ref, t)[None, :])
+      return (
+        jnp.exp(delta_t[:, None] * A) * state
+        + (delta_t * _row(u_ref, t))[:, None] * _row(B_ref, t)[None, :]
+      )
 
     jax.lax.fori_loop(0, chunk, recompute, entry_ref[pl.ds(c, 1), :, :][0])
     if not interpret:
@@ -122,8 +141,9 @@ def _backward_kernel(u_ref, delta_ref, A_ref, B_ref, C_ref, dy_ref, entry_ref, d
       plt.debug_barrier()
     return carry
 
-  _, dA_sum = jax.lax.fori_loop(0, num_chunks, chunk_body,
-                                (dlast_ref[...], jnp.zeros(A.shape, jnp.float32)))
+  _, dA_sum = jax.lax.fori_loop(
+    0, num_chunks, chunk_body, (dlast_ref[...], jnp.zeros(A.shape, jnp.float32))
+  )
   dA_ref[...] = dA_sum
 
 
@@ -131,14 +151,13 @@ def _specs(batch, length, dim, state_dim, group_dim, block_d, num_chunks):
   """BlockSpecs over the grid (batch, dim / block_d) for the flattened core arrays."""
   group_of = lambda j: j * block_d // group_dim
   return dict(
-      seq=pl.BlockSpec((None, length, block_d), lambda b, j: (b, 0, j)),
-      A=pl.BlockSpec((block_d, state_dim), lambda b, j: (j, 0)),
-      BC=pl.BlockSpec((None, length, None, state_dim), lambda b, j: (b, 0, group_of(j), 0)),
-      entry=pl.BlockSpec((None, num_chunks + 1, block_d, state_dim), lambda b, j: (b, 0, j, 0)),
-      state=pl.BlockSpec((None, block_d, state_dim), lambda b, j: (b, j, 0)),
-      partial=pl.BlockSpec((None, None, length, state_dim), lambda b, j: (b, j, 0, 0)),
-      history=pl.BlockSpec((None, None, CHUNK, block_d, state_dim),
-                           lambda b, j: (b, j, 0, 0, 0)),
+    seq=pl.BlockSpec((None, length, block_d), lambda b, j: (b, 0, j)),
+    A=pl.BlockSpec((block_d, state_dim), lambda b, j: (j, 0)),
+    BC=pl.BlockSpec((None, length, None, state_dim), lambda b, j: (b, 0, group_of(j), 0)),
+    entry=pl.BlockSpec((None, num_chunks + 1, block_d, state_dim), lambda b, j: (b, 0, j, 0)),
+    state=pl.BlockSpec((None, block_d, state_dim), lambda b, j: (b, j, 0)),
+    partial=pl.BlockSpec((None, None, length, state_dim), lambda b, j: (b, j, 0, 0)),
+    history=pl.BlockSpec((None, None, CHUNK, block_d, state_dim), lambda b, j: (b, j, 0, 0, 0)),
   )
 
 
@@ -146,10 +165,15 @@ def _flat(u, delta, A, B, C):
   """Core arrays (see reference.py) -> (batch, L, D) sequences and (D, N) A; plus dims."""
   batch, length, groups, group_dim = u.shape
   dim = groups * group_dim
-  dims = (batch, length, dim, A.shape[-1], group_dim, _channel_block(group_dim),
-          length // CHUNK)
-  return (u.reshape(batch, length, dim), delta.reshape(batch, length, dim),
-          A.reshape(dim, -1), B, C, dims)
+  dims = (batch, length, dim, A.shape[-1], group_dim, _channel_block(group_dim), length // CHUNK)
+  return (
+    u.reshape(batch, length, dim),
+    delta.reshape(batch, length, dim),
+    A.reshape(dim, -1),
+    B,
+    C,
+    dims,
+  )
 
 
 def _forward(u, delta, A, B, C, *, interpret):
@@ -158,15 +182,17 @@ def _forward(u, delta, A, B, C, *, interpret):
   specs = _specs(*dims)
   f32 = jnp.float32
   y, entry = pl.pallas_call(
-      functools.partial(_forward_kernel, num_chunks=num_chunks, chunk=CHUNK),
-      grid=(batch, dim // block_d),
-      in_specs=[specs["seq"], specs["seq"], specs["A"], specs["BC"], specs["BC"]],
-      out_specs=[specs["seq"], specs["entry"]],
-      out_shape=[jax.ShapeDtypeStruct((batch, length, dim), f32),
-                 jax.ShapeDtypeStruct((batch, num_chunks + 1, dim, state_dim), f32)],
-      compiler_params=plt.CompilerParams(num_warps=NUM_WARPS, num_stages=1),
-      interpret=interpret,
-      name="selective_scan_fwd",
+    functools.partial(_forward_kernel, num_chunks=num_chunks, chunk=CHUNK),
+    grid=(batch, dim // block_d),
+    in_specs=[specs["seq"], specs["seq"], specs["A"], specs["BC"], specs["BC"]],
+    out_specs=[specs["seq"], specs["entry"]],
+    out_shape=[
+      jax.ShapeDtypeStruct((batch, length, dim), f32),
+      jax.ShapeDtypeStruct((batch, num_chunks + 1, dim, state_dim), f32),
+    ],
+    compiler_params=plt.CompilerParams(num_warps=NUM_WARPS, num_stages=1),
+    interpret=interpret,
+    name="selective_scan_fwd",
   )(u_f, delta_f, A_f, B, C)
   return y.reshape(u.shape), entry
 
@@ -181,7 +207,8 @@ def _on_platform(call, interpret, *args):
     return call(*args, interpret=interpret)
   compiled = dict.fromkeys(COMPILED_PLATFORMS, functools.partial(call, interpret=False))
   return jax.lax.platform_dependent(
-      *args, **compiled, default=functools.partial(call, interpret=True))
+    *args, **compiled, default=functools.partial(call, interpret=True)
+  )
 
 
 def _pallas_fwd(u, delta, A, B, C, interpret):
@@ -203,27 +230,58 @@ def _backward(u, delta, A, B, C, entry, dy, dlast, *, interpret):
   seq_shape = jax.ShapeDtypeStruct((batch, length, dim), f32)
   partial_shape = jax.ShapeDtypeStruct((batch, programs, length, state_dim), f32)
   du, ddelta, dA, dB_part, dC_part, _ = pl.pallas_call(
-      functools.partial(_backward_kernel, num_chunks=num_chunks, chunk=CHUNK,
-                        interpret=interpret),
-      grid=(batch, programs),
-      in_specs=[specs["seq"], specs["seq"], specs["A"], specs["BC"], specs["BC"], specs["seq"],
-                specs["entry"], specs["state"]],
-      out_specs=[specs["seq"], specs["seq"], specs["state"], specs["partial"],
-                 specs["partial"], specs["history"]],
-      out_shape=[seq_shape, seq_shape,
-                 jax.ShapeDtypeStruct((batch, dim, state_dim), f32), partial_shape,
-                 partial_shape,
-                 jax.ShapeDtypeStruct((batch, programs, CHUNK, block_d, state_dim), f32)],
-      compiler_params=plt.CompilerParams(num_warps=NUM_WARPS, num_stages=1),
-      interpret=interpret,
-      name="selective_scan_bwd",
-  )(u_f, delta_f, A_f, B, C, dy.reshape(batch, length, dim), entry,
-    dlast.reshape(batch, dim, state_dim))
+    functools.partial(_backward_kernel, num_chunks=num_chunks, chunk=CHUNK, interpret=interpret),
+    grid=(batch, programs),
+    in_specs=[
+      specs["seq"],
+      specs["seq"],
+      specs["A"],
+      specs["BC"],
+      specs["BC"],
+      specs["seq"],
+      specs["entry"],
+      specs["state"],
+    ],
+    out_specs=[
+      specs["seq"],
+      specs["seq"],
+      specs["state"],
+      specs["partial"],
+      specs["partial"],
+      specs["history"],
+    ],
+    out_shape=[
+      seq_shape,
+      seq_shape,
+      jax.ShapeDtypeStruct((batch, dim, state_dim), f32),
+      partial_shape,
+      partial_shape,
+      jax.ShapeDtypeStruct((batch, programs, CHUNK, block_d, state_dim), f32),
+    ],
+    compiler_params=plt.CompilerParams(num_warps=NUM_WARPS, num_stages=1),
+    interpret=interpret,
+    name="selective_scan_bwd",
+  )(
+    u_f,
+    delta_f,
+    A_f,
+    B,
+    C,
+    dy.reshape(batch, length, dim),
+    entry,
+    dlast.reshape(batch, dim, state_dim),
+  )
   groups = dim // group_dim
   per_group = lambda p: jnp.moveaxis(
-      p.reshape(batch, groups, group_dim // block_d, length, state_dim).sum(2), 1, 2)
-  return (du.reshape(u.shape), ddelta.reshape(u.shape), dA.sum(0).reshape(A.shape),
-          per_group(dB_part), per_group(dC_part))
+    p.reshape(batch, groups, group_dim // block_d, length, state_dim).sum(2), 1, 2
+  )
+  return (
+    du.reshape(u.shape),
+    ddelta.reshape(u.shape),
+    dA.sum(0).reshape(A.shape),
+    per_group(dB_part),
+    per_group(dC_part),
+  )
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
@@ -244,16 +302,24 @@ def scan_pallas(u, delta, A, B, C, *, interpret: bool | None = None):
   two (A = B = C = 0 states stay zero), as Triton tiles need, and crops the results.
   """
   if plt is None:
-    raise RuntimeError("impl='pallas' needs Pallas's Triton lowering "
-                       "(jax.experimental.pallas.triton), which this jax does not have; "
-                       "use impl='chunked'")
+    raise RuntimeError(
+      "impl='pallas' needs Pallas's Triton lowering "
+      "(jax.experimental.pallas.triton), which this jax does not have; "
+      "use impl='chunked'"
+    )
   length, state_dim = u.shape[1], A.shape[-1]
   pad_l = -length % CHUNK
   pad_n = pl.next_power_of_2(state_dim) - state_dim
   pad_seq = lambda x: jnp.pad(x, [(0, 0), (0, pad_l)] + [(0, 0)] * (x.ndim - 2))
   pad_state = lambda x: jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, pad_n)])
-  y, last = _scan_padded(pad_seq(u), pad_seq(delta), pad_state(A), pad_state(pad_seq(B)),
-                         pad_state(pad_seq(C)), interpret)
+  y, last = _scan_padded(
+    pad_seq(u),
+    pad_seq(delta),
+    pad_state(A),
+    pad_state(pad_seq(B)),
+    pad_state(pad_seq(C)),
+    interpret,
+  )
   return y[:, :length], last[..., :state_dim]
 
 
@@ -272,8 +338,9 @@ def cuda_lowering_problem() -> str | None:
     return y.sum() + last.sum()
 
   try:
-    jax.jit(jax.grad(loss, argnums=tuple(range(5)))).trace(
-        seq, seq, state, seq, seq).lower(lowering_platforms=COMPILED_PLATFORMS)
+    jax.jit(jax.grad(loss, argnums=tuple(range(5)))).trace(seq, seq, state, seq, seq).lower(
+      lowering_platforms=COMPILED_PLATFORMS
+    )
   except Exception as error:  # any failure to lower means: use another implementation
     return f"{type(error).__name__}: {error}"
   return None

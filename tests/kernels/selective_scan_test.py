@@ -40,8 +40,10 @@ def truth_float64(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
   C_full = jnp.repeat(C, dim // groups, axis=1)
 
   def step(state, t):
-    state = (jnp.exp(delta[:, :, t, None] * A[None]) * state
-             + (delta[:, :, t] * u[:, :, t])[..., None] * B_full[..., t])
+    state = (
+      jnp.exp(delta[:, :, t, None] * A[None]) * state
+      + (delta[:, :, t] * u[:, :, t])[..., None] * B_full[..., t]
+    )
     return state, jnp.sum(state * C_full[..., t], axis=-1)
 
   state0 = jnp.zeros((u.shape[0], dim, A.shape[1]), u.dtype)
@@ -59,14 +61,14 @@ def make_inputs(seed, batch, dim, length, state_dim, groups, with_optional):
   rng = np.random.default_rng(seed)
   b_shape = (batch, state_dim, length) if groups == 0 else (batch, groups, state_dim, length)
   inputs = dict(
-      u=rng.normal(size=(batch, dim, length)),
-      delta=rng.normal(size=(batch, dim, length)) * 0.5 + (0.0 if with_optional["softplus"] else 1.0),
-      A=-np.exp(rng.normal(size=(dim, state_dim))),
-      B=rng.normal(size=b_shape),
-      C=rng.normal(size=b_shape),
-      D=rng.normal(size=dim) if with_optional["D"] else None,
-      z=rng.normal(size=(batch, dim, length)) if with_optional["z"] else None,
-      delta_bias=rng.normal(size=dim) * 0.3 if with_optional["delta_bias"] else None,
+    u=rng.normal(size=(batch, dim, length)),
+    delta=rng.normal(size=(batch, dim, length)) * 0.5 + (0.0 if with_optional["softplus"] else 1.0),
+    A=-np.exp(rng.normal(size=(dim, state_dim))),
+    B=rng.normal(size=b_shape),
+    C=rng.normal(size=b_shape),
+    D=rng.normal(size=dim) if with_optional["D"] else None,
+    z=rng.normal(size=(batch, dim, length)) if with_optional["z"] else None,
+    delta_bias=rng.normal(size=dim) * 0.3 if with_optional["delta_bias"] else None,
   )
   if not with_optional["softplus"]:
     inputs["delta"] = np.abs(inputs["delta"])  # keep decays <= 1 without softplus
@@ -80,11 +82,14 @@ def loss_and_grads(fn, inputs, dtype, weights):
 
   def loss(*arrays):
     y, last = fn(**dict(zip(names, arrays)))
-    value = jnp.sum(y.astype(weights.dtype) * weights) + jnp.sum(jnp.sin(last.astype(weights.dtype)))
+    value = jnp.sum(y.astype(weights.dtype) * weights) + jnp.sum(
+      jnp.sin(last.astype(weights.dtype))
+    )
     return value, (y, last)
 
-  (_, (y, last)), grads = jax.value_and_grad(loss, argnums=tuple(range(len(names))),
-                                             has_aux=True)(*arrays)
+  (_, (y, last)), grads = jax.value_and_grad(loss, argnums=tuple(range(len(names))), has_aux=True)(
+    *arrays
+  )
   return y, last, dict(zip(names, grads))
 
 
@@ -114,9 +119,9 @@ def rounded_to_float32(arrays):
 
 
 OPTION_SETS = {
-    "all_on": dict(D=True, z=True, delta_bias=True, softplus=True),
-    "all_off": dict(D=False, z=False, delta_bias=False, softplus=False),
-    "mixed": dict(D=True, z=False, delta_bias=True, softplus=False),
+  "all_on": dict(D=True, z=True, delta_bias=True, softplus=True),
+  "all_off": dict(D=False, z=False, delta_bias=False, softplus=False),
+  "mixed": dict(D=True, z=False, delta_bias=True, softplus=False),
 }
 # A float32 scan rounds every value a few times per step (forward and backward), each rounding as
 # large as rounding the inputs once; a correct implementation stays within this many times the
@@ -134,15 +139,24 @@ def float64_truth(groups, options):
   exponential growth (softplus off with a negative delta) or a long sequence makes it large.
   """
   opts = OPTION_SETS[options]
-  inputs = make_inputs(case_seed(groups, options), batch=2, dim=6, length=LENGTH, state_dim=5,
-                       groups=groups, with_optional=opts)
+  inputs = make_inputs(
+    case_seed(groups, options),
+    batch=2,
+    dim=6,
+    length=LENGTH,
+    state_dim=5,
+    groups=groups,
+    with_optional=opts,
+  )
   weights = np.float32(np.random.default_rng(7).normal(size=(2, 6, LENGTH))).astype(np.float64)
-  truth_fn = lambda **kw: truth_float64(**{k: kw.get(k) for k in ARG_NAMES},
-                                        delta_softplus=opts["softplus"])
+  truth_fn = lambda **kw: truth_float64(
+    **{k: kw.get(k) for k in ARG_NAMES}, delta_softplus=opts["softplus"]
+  )
   with jax.enable_x64(True):
     exact = loss_and_grads(truth_fn, inputs, jnp.float64, jnp.asarray(weights))
-    rounded = loss_and_grads(truth_fn, rounded_to_float32(inputs), jnp.float64,
-                             jnp.asarray(weights))
+    rounded = loss_and_grads(
+      truth_fn, rounded_to_float32(inputs), jnp.float64, jnp.asarray(weights)
+    )
   truth, exact = by_name(*rounded), by_name(*exact)
   conditioning = {what: max(relative_error(exact[what], truth[what]), EPS32) for what in truth}
   return inputs, weights, truth, conditioning
@@ -154,8 +168,15 @@ def float64_truth(groups, options):
 def test_matches_float64_truth(impl, groups, options):
   """Forward, last state and every gradient, on an odd length that crosses chunk boundaries."""
   inputs, weights, truth, conditioning = float64_truth(groups, options)
-  fn = jax.jit(lambda **kw: selective_scan(**kw, delta_softplus=OPTION_SETS[options]["softplus"],
-                                           return_last_state=True, impl=impl, chunk=48))
+  fn = jax.jit(
+    lambda **kw: selective_scan(
+      **kw,
+      delta_softplus=OPTION_SETS[options]["softplus"],
+      return_last_state=True,
+      impl=impl,
+      chunk=48,
+    )
+  )
   y, last, grads = loss_and_grads(fn, inputs, jnp.float32, jnp.asarray(weights, jnp.float32))
   assert y.dtype == jnp.float32 and last.dtype == jnp.float32
   assert y.shape == (2, 6, LENGTH) and last.shape == (2, 6, 5)
@@ -170,15 +191,21 @@ def test_bfloat16_inputs(impl):
   """bfloat16 in and out, float32 state: error at bfloat16 resolution, not beyond."""
   opts = OPTION_SETS["all_on"]
   inputs = make_inputs(11, batch=2, dim=4, length=70, state_dim=4, groups=2, with_optional=opts)
-  inputs = {k: None if v is None else np.asarray(jnp.asarray(v, jnp.bfloat16), np.float64)
-            for k, v in inputs.items()}  # the truth sees the same rounded inputs
+  inputs = {
+    k: None if v is None else np.asarray(jnp.asarray(v, jnp.bfloat16), np.float64)
+    for k, v in inputs.items()
+  }  # the truth sees the same rounded inputs
   weights = np.random.default_rng(3).normal(size=(2, 4, 70))
   with jax.enable_x64(True):
     y64, _, grads64 = loss_and_grads(
-        lambda **kw: truth_float64(**{k: kw.get(k) for k in ARG_NAMES}, delta_softplus=True),
-        inputs, jnp.float64, jnp.asarray(weights))
-  fn = jax.jit(lambda **kw: selective_scan(**kw, delta_softplus=True, return_last_state=True,
-                                           impl=impl))
+      lambda **kw: truth_float64(**{k: kw.get(k) for k in ARG_NAMES}, delta_softplus=True),
+      inputs,
+      jnp.float64,
+      jnp.asarray(weights),
+    )
+  fn = jax.jit(
+    lambda **kw: selective_scan(**kw, delta_softplus=True, return_last_state=True, impl=impl)
+  )
   y, last, grads = loss_and_grads(fn, inputs, jnp.bfloat16, jnp.asarray(weights, jnp.float32))
   assert y.dtype == jnp.bfloat16 and last.dtype == jnp.float32
   assert_close(y, y64, 1e-2, f"{impl} bf16 y")
@@ -189,22 +216,33 @@ def test_bfloat16_inputs(impl):
 
 def test_layouts_agree():
   """selective_scan (batch, dim, L) is selective_scan_channels_last (batch, L, dim) transposed."""
-  x = make_inputs(5, batch=1, dim=4, length=9, state_dim=3, groups=2,
-                  with_optional=OPTION_SETS["all_on"])
+  x = make_inputs(
+    5, batch=1, dim=4, length=9, state_dim=3, groups=2, with_optional=OPTION_SETS["all_on"]
+  )
   x = {k: jnp.asarray(v, jnp.float32) for k, v in x.items()}
   y = selective_scan(**x, delta_softplus=True, impl="reference")
   t = lambda a: jnp.swapaxes(a, 1, 2)
   y_last = selective_scan_channels_last(
-      t(x["u"]), t(x["delta"]), x["A"], jnp.moveaxis(x["B"], -1, 1), jnp.moveaxis(x["C"], -1, 1),
-      x["D"], t(x["z"]), x["delta_bias"], True, impl="reference")
+    t(x["u"]),
+    t(x["delta"]),
+    x["A"],
+    jnp.moveaxis(x["B"], -1, 1),
+    jnp.moveaxis(x["C"], -1, 1),
+    x["D"],
+    t(x["z"]),
+    x["delta_bias"],
+    True,
+    impl="reference",
+  )
   np.testing.assert_allclose(np.asarray(t(y_last)), np.asarray(y), rtol=1e-6)
 
 
 @pytest.mark.parametrize("impl", ["chunked", "pallas"])
 def test_composes_with_remat_and_vmap(impl):
   """Custom VJPs survive jax.checkpoint and jax.vmap (as models use them)."""
-  x = make_inputs(9, batch=1, dim=4, length=20, state_dim=3, groups=0,
-                  with_optional=OPTION_SETS["all_off"])
+  x = make_inputs(
+    9, batch=1, dim=4, length=20, state_dim=3, groups=0, with_optional=OPTION_SETS["all_off"]
+  )
   x = {k: jnp.asarray(v, jnp.float32) for k, v in x.items() if v is not None}
   run = lambda impl_, u: selective_scan(u, x["delta"], x["A"], x["B"], x["C"], impl=impl_).sum()
   grad_of = lambda impl_: jax.grad(jax.checkpoint(lambda u: run(impl_, u)))(x["u"])
@@ -218,13 +256,15 @@ def test_composes_with_remat_and_vmap(impl):
 # A CUDA GPU to lower for on a machine without one: from jax 0.11 the Triton lowering reads the
 # target's compute capability from the abstract device of the current abstract mesh.
 H100 = jax.sharding.AbstractMesh(
-    (), (), abstract_device=jax.sharding.AbstractDevice("NVIDIA H100", None, "gpu"))
+  (), (), abstract_device=jax.sharding.AbstractDevice("NVIDIA H100", None, "gpu")
+)
 
 
 # Lowering the Triton kernels warns from jax 0.11 that the Triton lowering is deprecated (README,
 # "Pallas backend"); tests that lower them on purpose do not repeat it.
 lowers_triton_kernels = pytest.mark.filterwarnings(
-    "ignore:The Pallas Triton backend is deprecated:DeprecationWarning")
+  "ignore:The Pallas Triton backend is deprecated:DeprecationWarning"
+)
 
 
 def lowered_for_cuda(fn, *args) -> str:
@@ -236,15 +276,25 @@ def lowered_for_cuda(fn, *args) -> str:
 def test_pallas_lowers_for_cuda_without_a_gpu():
   """The GPU path (forward and backward kernels) lowers to a Triton custom call for CUDA."""
   spec = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.float32)
-  args = (spec(2, 48, 200), spec(2, 48, 200), spec(48, 12), spec(2, 4, 12, 200),
-          spec(2, 4, 12, 200), spec(48), spec(2, 48, 200), spec(48))
+  args = (
+    spec(2, 48, 200),
+    spec(2, 48, 200),
+    spec(48, 12),
+    spec(2, 4, 12, 200),
+    spec(2, 4, 12, 200),
+    spec(48),
+    spec(2, 48, 200),
+    spec(48),
+  )
 
   def loss(*a):
     y, last = selective_scan(*a, delta_softplus=True, return_last_state=True, impl="pallas")
     return y.sum() + last.sum()
 
-  for fn in (lambda *a: selective_scan(*a, delta_softplus=True, impl="pallas"),
-             jax.grad(loss, argnums=tuple(range(8)))):
+  for fn in (
+    lambda *a: selective_scan(*a, delta_softplus=True, impl="pallas"),
+    jax.grad(loss, argnums=tuple(range(8))),
+  ):
     assert "triton" in lowered_for_cuda(fn, *args).lower()
 
 
@@ -273,14 +323,16 @@ def on_backend(monkeypatch):
 
 def auto_scan_warnings(times: int) -> list[str]:
   """Runs an impl="auto" scan `times` times (chunked expected); returns the warnings raised."""
-  x = make_inputs(13, batch=1, dim=2, length=5, state_dim=2, groups=0,
-                  with_optional=OPTION_SETS["all_off"])
+  x = make_inputs(
+    13, batch=1, dim=2, length=5, state_dim=2, groups=0, with_optional=OPTION_SETS["all_off"]
+  )
   x = {k: jnp.asarray(v, jnp.float32) for k, v in x.items() if v is not None}
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     for _ in range(times):
-      np.testing.assert_allclose(selective_scan(**x, impl="auto"),
-                                 selective_scan(**x, impl="chunked"), rtol=1e-6)
+      np.testing.assert_allclose(
+        selective_scan(**x, impl="auto"), selective_scan(**x, impl="chunked"), rtol=1e-6
+      )
   return [str(w.message) for w in caught if FALLBACK in str(w.message)]
 
 
@@ -310,8 +362,9 @@ def test_auto_falls_back_once_when_the_triton_lowering_is_missing(on_backend, mo
   (warning,) = auto_scan_warnings(times=3)
   assert "cannot be imported" in warning
   with pytest.raises(RuntimeError, match="impl='pallas' needs Pallas's Triton lowering"):
-    pallas_gpu.scan_pallas(*(jnp.zeros((1, 64, 1, 1)),) * 2, jnp.zeros((1, 1, 1)),
-                           *(jnp.zeros((1, 64, 1, 1)),) * 2)
+    pallas_gpu.scan_pallas(
+      *(jnp.zeros((1, 64, 1, 1)),) * 2, jnp.zeros((1, 1, 1)), *(jnp.zeros((1, 64, 1, 1)),) * 2
+    )
 
 
 def test_auto_falls_back_once_when_the_kernels_fail_to_lower(on_backend, monkeypatch):
@@ -327,25 +380,35 @@ def test_auto_falls_back_once_when_the_kernels_fail_to_lower(on_backend, monkeyp
 
 def test_the_kernels_survive_the_removal_of_the_triton_lowering():
   """A fresh process where `jax.experimental.pallas.triton` cannot be imported."""
-  script = ("import sys; sys.modules['jax.experimental.pallas.triton'] = None\n"
-            "from fusionjax.kernels.scan import pallas_gpu, selective_scan\n"
-            "assert pallas_gpu.plt is None\n"
-            "import jax.numpy as jnp; x = jnp.ones((1, 2, 5))\n"
-            "selective_scan(x, x, -jnp.ones((2, 3)), jnp.ones((1, 3, 5)), jnp.ones((1, 3, 5)))\n")
+  script = (
+    "import sys; sys.modules['jax.experimental.pallas.triton'] = None\n"
+    "from fusionjax.kernels.scan import pallas_gpu, selective_scan\n"
+    "assert pallas_gpu.plt is None\n"
+    "import jax.numpy as jnp; x = jnp.ones((1, 2, 5))\n"
+    "selective_scan(x, x, -jnp.ones((2, 3)), jnp.ones((1, 3, 5)), jnp.ones((1, 3, 5)))\n"
+  )
   subprocess.run([sys.executable, "-c", script], check=True, cwd=Path(__file__).parent)
 
 
-@pytest.mark.parametrize("bad, message", [
+@pytest.mark.parametrize(
+  "bad, message",
+  [
     (dict(delta=np.zeros((1, 4, 8))), "delta shape"),
     (dict(A=np.zeros((3, 2))), "A must be"),
     (dict(B=np.zeros((1, 3, 2, 9)), C=np.zeros((1, 3, 2, 9))), "B must be"),
     (dict(B=np.zeros((1, 3, 2, 9)), C=np.zeros((1, 3, 2, 9))), "L=9"),
     (dict(D=np.zeros(3)), "D must be"),
     (dict(B=np.zeros((1, 3, 2, 9)), C=np.zeros((1, 3, 2, 9))), "divisible"),
-])
+  ],
+)
 def test_bad_shapes_are_named(bad, message):
-  good = dict(u=np.zeros((1, 4, 9)), delta=np.zeros((1, 4, 9)), A=np.zeros((4, 2)),
-              B=np.zeros((1, 2, 9)), C=np.zeros((1, 2, 9)))
+  good = dict(
+    u=np.zeros((1, 4, 9)),
+    delta=np.zeros((1, 4, 9)),
+    A=np.zeros((4, 2)),
+    B=np.zeros((1, 2, 9)),
+    C=np.zeros((1, 2, 9)),
+  )
   if "divisible" in message:
     bad = dict(B=np.zeros((1, 3, 2, 9)), C=np.zeros((1, 3, 2, 9)))
   elif "L=9" in message:
