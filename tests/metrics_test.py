@@ -373,3 +373,67 @@ def test_evaluate_batch_over_real_pairs_of_different_sizes():
   for index, case in enumerate(cases):
     for name, expected in case["values"].items():
       assert batch[name][index] == pytest.approx(expected, rel=1e-5), (index, name)
+
+
+# --- building blocks of the fast paths -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(2, 41, 64), (1, 45, 57), (3, 17, 30)])
+@pytest.mark.parametrize("size", [3, 7, 9, 17])
+def test_band_matrix_filters_match_convolve2d(shape, size):
+  from scipy.signal import convolve2d
+
+  from fusionjax.metrics import windows
+
+  images = np.random.default_rng(size).integers(0, 256, size=shape).astype(float)
+  taps = windows.gaussian_taps(size, size / 5.0)
+  kernel = np.rot90(np.outer(taps, taps), 2)
+  expected = np.stack([convolve2d(image, kernel, mode="valid") for image in images])
+  np.testing.assert_allclose(windows.filter_valid(images, taps), expected, rtol=1e-13)
+  np.testing.assert_allclose(
+    windows.filter_valid(images, taps, step=2), expected[:, ::2, ::2], rtol=1e-13
+  )
+  wide = windows.filter_valid_wide(images, taps)
+  assert wide.shape == expected.shape[:2] + shape[-1:] and np.all(np.isfinite(wide))
+  np.testing.assert_allclose(wide[..., : expected.shape[-1]], expected, rtol=1e-13)
+  box = np.stack([convolve2d(image, np.ones((size, size)), mode="valid") for image in images])
+  np.testing.assert_array_equal(windows.box_sums_valid(images, size), box)  # integer sums: exact
+  padded = np.pad(images, [(0, 0), (size // 2, size // 2), (size // 2, size // 2)], mode="edge")
+  np.testing.assert_allclose(
+    windows.filter_same(images, taps, pad_mode="edge"),
+    np.stack([convolve2d(image, kernel, mode="valid") for image in padded]),
+    rtol=1e-13,
+  )
+
+
+@pytest.mark.parametrize("height", [7, 17, 41, 100, 481])
+@pytest.mark.parametrize("window", [1, 3, 7, 17])
+def test_row_strips_cover_every_output_row_once(height, window):
+  from fusionjax.metrics import windows
+
+  if height < window:
+    return
+  strips = windows.row_strips((3, 2, height, 640), window)
+  outputs = [row for rows in strips for row in range(rows.start, rows.stop - window + 1)]
+  assert outputs == list(range(height - window + 1))
+  assert all(rows.stop <= height for rows in strips)
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 7, 8, 9, 17, 640])
+def test_vif_log_sums_of_products_match_summed_logs(count):
+  from fusionjax.metrics import visual_information
+
+  terms = 1.0 + np.random.default_rng(count).random((2, 1, 1, count)) * 8000.0
+  expected = np.log10(terms).sum(axis=(-2, -1))
+  np.testing.assert_allclose(visual_information._log10_sum(terms.copy()), expected, rtol=1e-14)
+
+
+def test_qabf_treats_negative_zero_grey_levels_as_zero():
+  # A flat -0.0 band on the right border puts sx = (-0) - (+0) = -0 next to the zero padding;
+  # its orientation must still be pi/2, where B's edges weigh it.
+  a, b = _texture(60), _texture(61)
+  f = np.round((a + b) / 2)
+  f[:, -20:] = 0.0
+  negative = np.where(f == 0, -0.0, f)
+  assert np.signbit(negative).any()
+  assert metrics.qabf(a, b, negative) == metrics.qabf(a, b, f)

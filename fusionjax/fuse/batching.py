@@ -88,7 +88,7 @@ def default_memory_budget() -> int:
 
 @functools.lru_cache(maxsize=64)
 def _compile(apply, params_treedef, params_specs: tuple, shape: tuple[int, int, int]):
-  """(executable, device bytes) of ``apply`` on (batch, H, W, 1) planes; cached per shape."""
+  """(executable, device bytes) of ``apply`` on ``shapes.Planes`` of ``shape``; cached per shape."""
   plane = jax.ShapeDtypeStruct((*shape, 1), jnp.float32)
   params = jax.tree.unflatten(params_treedef, params_specs)
   executable = jax.jit(apply).lower(params, plane, plane).compile()

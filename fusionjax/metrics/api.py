@@ -17,25 +17,35 @@ import numpy as np
 from fusionjax.metrics import feature_mutual_information as fmi_module
 from fusionjax.metrics import visual_information as vif_module
 from fusionjax.metrics.gradient import (
+  GRADIENT_METRICS,
   average_gradient_batch,
+  gradient_metrics_batch,
   nabf_batch,
   qabf_batch,
   spatial_frequency_batch,
 )
-from fusionjax.metrics.information import entropy_batch, mutual_information_batch
+from fusionjax.metrics.information import (
+  HISTOGRAM_METRICS,
+  entropy_batch,
+  histogram_metrics_batch,
+  mutual_information_batch,
+)
 from fusionjax.metrics.inputs import (
   Convention,
   as_grey_image,
   as_grey_triple,
   check_convention,
   check_min_side,
+  checked_grey_triple,
 )
 from fusionjax.metrics.statistical import (
+  STATISTICS,
   correlation_coefficient_batch,
   mean_squared_error_batch,
   psnr_batch,
   scd_batch,
   standard_deviation_batch,
+  statistics_batch,
 )
 from fusionjax.metrics.structural import (
   MEF_MIN_SIDE,
@@ -130,14 +140,28 @@ def _check_sizes(shape: tuple[int, ...], names: Sequence[str], convention: Conve
     check_min_side(shape, _METRICS[name].min_side(convention), name)
 
 
+# Metrics computed together, sharing their passes over the images: (keys, function of
+# (a, b, f, keys, convention) -> {key: values}).
+_GROUPS: tuple[tuple[tuple[str, ...], Callable[..., dict[str, np.ndarray]]], ...] = (
+  (STATISTICS, statistics_batch),
+  (HISTOGRAM_METRICS, histogram_metrics_batch),
+  (GRADIENT_METRICS, gradient_metrics_batch),
+)
+
+
 def _compute(
   a: np.ndarray, b: np.ndarray, f: np.ndarray, names: Sequence[str], convention: Convention
 ) -> dict[str, np.ndarray]:
   """Selected metrics of checked (batch, H, W) float64 stacks -> {name: (batch,)}."""
-  return {
-    name: np.asarray(_METRICS[name].compute(a, b, f, convention), dtype=np.float64)
-    for name in names
-  }
+  values: dict[str, np.ndarray] = {}
+  for keys, compute_group in _GROUPS:
+    selected = [name for name in names if name in keys]
+    if selected:
+      values.update(compute_group(a, b, f, selected, convention))
+  for name in names:
+    if name not in values:
+      values[name] = _METRICS[name].compute(a, b, f, convention)
+  return {name: np.asarray(values[name], dtype=np.float64) for name in names}
 
 
 def evaluate(
@@ -200,13 +224,17 @@ def _shape_groups(a, b, f) -> list[np.ndarray]:
 
 def _checked_stacks(a, b, f, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Checks the triples ``indices`` and stacks them into three float64 (batch, H, W) arrays."""
-  triples = []
-  for index in indices:
+  stacks = None
+  for position, index in enumerate(indices):
     try:
-      triples.append(as_grey_triple(a[index], b[index], f[index]))
+      triple = checked_grey_triple(a[index], b[index], f[index])
     except ValueError as error:
       raise ValueError(f"triple {index}: {error}") from None
-  return tuple(np.stack([triple[k] for triple in triples]) for k in range(3))
+    if stacks is None:
+      stacks = np.empty((3, len(indices)) + triple[0].shape)
+    for stack, image in zip(stacks, triple, strict=True):
+      stack[position] = image
+  return stacks[0], stacks[1], stacks[2]
 
 
 def evaluate_batch(

@@ -9,12 +9,16 @@ Python reference would instead treat every distinct float as its own bin.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from fusionjax.metrics.inputs import Convention, quantise
+from fusionjax.metrics.windows import row_strips
 from fusionjax.shapes import GreyStack
 
 GREY_LEVELS = 256
+HISTOGRAM_METRICS: tuple[str, ...] = ("EN", "MI")
 
 
 def _histograms(levels: np.ndarray) -> np.ndarray:
@@ -25,15 +29,33 @@ def _histograms(levels: np.ndarray) -> np.ndarray:
   return counts.reshape(levels.shape[0], GREY_LEVELS).astype(np.float64)
 
 
-def _joint_histograms(first: np.ndarray, second: np.ndarray) -> np.ndarray:
-  """Per-image joint counts: two (batch, H, W) int stacks -> (batch, 256, 256) float64,
-  [first, second]."""
-  count = first.shape[0]
+def _joint_histograms(a: GreyStack, b: GreyStack, f: GreyStack) -> tuple[np.ndarray, np.ndarray]:
+  """Per-image joint counts of round(F) (rows) and round(A), round(B) (columns), (batch, 256,
+  256) float64 each.
+
+  The cell indices 256 round(F) + round(S) + 256^2 (index of the image) are
+  computed strip by strip of rows (in cache) into two index arrays, counted
+  at the end.
+  """
+  batch = f.shape[0]
   cells = GREY_LEVELS * GREY_LEVELS
-  offsets = np.arange(count)[:, None] * cells
-  flat = (first.reshape(count, -1) * GREY_LEVELS + second.reshape(count, -1) + offsets).ravel()
-  counts = np.bincount(flat, minlength=count * cells)
-  return counts.reshape(count, GREY_LEVELS, GREY_LEVELS).astype(np.float64)
+  offsets = (np.arange(batch, dtype=np.float64) * cells)[:, None, None]
+  indices = np.empty((2,) + f.shape, dtype=np.intp)
+  for rows in row_strips((3,) + f.shape, 1):
+    fused_rows = np.rint(f[..., rows, :])
+    fused_rows *= GREY_LEVELS
+    if batch > 1:
+      fused_rows += offsets
+    for index, source in zip(indices, (a, b), strict=True):
+      cell = np.rint(source[..., rows, :])
+      cell += fused_rows
+      index[..., rows, :] = cell
+  return tuple(
+    np.bincount(index.ravel(), minlength=batch * cells)
+    .reshape(batch, GREY_LEVELS, GREY_LEVELS)
+    .astype(np.float64)
+    for index in indices
+  )
 
 
 def _entropy_of_counts(counts: np.ndarray, log) -> np.ndarray:
@@ -44,6 +66,58 @@ def _entropy_of_counts(counts: np.ndarray, log) -> np.ndarray:
   return -(probabilities * log(safe)).sum(axis=1)
 
 
+def _mutual_information_nats(joint: np.ndarray) -> np.ndarray:
+  """Plug-in MI in nats of (batch, 256, 256) joint counts, clipped at 0 as sklearn does; the
+  sum runs over the occupied cells only."""
+  total = joint.sum(axis=(1, 2))
+  p_first = joint.sum(axis=2) / total[:, None]
+  p_second = joint.sum(axis=1) / total[:, None]
+  image, first, second = np.nonzero(joint)
+  p = joint[image, first, second] / total[image]
+  terms = p * np.log(p / (p_first[image, first] * p_second[image, second]))
+  return np.maximum(np.bincount(image, weights=terms, minlength=joint.shape[0]), 0.0)
+
+
+def _mutual_information_matlab_bits(joint: np.ndarray) -> np.ndarray:
+  """H(S) + H(F) - H(F, S) in bits of (batch, 256, 256) joint counts [F, S], with levels 254
+  and 255 merged in the joint histogram only.
+
+  The merge reproduces the toolbox's ``Hab.m``, which indexes its 256x256
+  count with ``value + 1`` in saturating uint8 arithmetic.
+  """
+  merged = joint.copy()
+  merged[:, -2] += merged[:, -1]
+  merged[:, -1] = 0.0
+  merged[:, :, -2] += merged[:, :, -1]
+  merged[:, :, -1] = 0.0
+  joint_entropy = _entropy_of_counts(merged, np.log2)
+  fused_entropy = _entropy_of_counts(joint.sum(axis=2), np.log2)
+  source_entropy = _entropy_of_counts(joint.sum(axis=1), np.log2)
+  return source_entropy + fused_entropy - joint_entropy
+
+
+def histogram_metrics_batch(
+  a: GreyStack,
+  b: GreyStack,
+  f: GreyStack,
+  names: Sequence[str] = HISTOGRAM_METRICS,
+  convention: Convention = "python",
+) -> dict[str, np.ndarray]:
+  """EN and/or MI (``names``) of ``GreyStack``s, each (batch,); EN comes from the joint
+  histograms of MI when both are asked for."""
+  if "MI" not in names:
+    return {"EN": entropy_batch(f)}
+  joints = _joint_histograms(a, b, f)
+  if convention == "matlab":
+    mutual_information = sum(_mutual_information_matlab_bits(joint) for joint in joints)
+  else:
+    mutual_information = sum(_mutual_information_nats(joint) for joint in joints)
+  results = {"MI": mutual_information}
+  if "EN" in names:
+    results["EN"] = _entropy_of_counts(joints[0].sum(axis=2), np.log2)
+  return results
+
+
 def entropy_batch(f: GreyStack) -> np.ndarray:
   """EN in bits of each image of a ``GreyStack`` -> (batch,).
 
@@ -51,34 +125,6 @@ def entropy_batch(f: GreyStack) -> np.ndarray:
   reference code bases.
   """
   return _entropy_of_counts(_histograms(quantise(f)), np.log2)
-
-
-def _mutual_information_nats(first: np.ndarray, second: np.ndarray) -> np.ndarray:
-  """Plug-in MI in nats of the joint 256x256 histogram, clipped at 0 as sklearn does."""
-  joint = _joint_histograms(first, second)
-  total = joint.sum(axis=(1, 2), keepdims=True)
-  p_joint = joint / total
-  p_first = p_joint.sum(axis=2, keepdims=True)
-  p_second = p_joint.sum(axis=1, keepdims=True)
-  independent = p_first * p_second
-  occupied = p_joint > 0
-  ratio = np.where(occupied, p_joint / np.where(occupied, independent, 1.0), 1.0)
-  terms = np.where(occupied, p_joint * np.log(ratio), 0.0)
-  return np.maximum(terms.sum(axis=(1, 2)), 0.0)
-
-
-def _mutual_information_matlab_bits(fused: np.ndarray, source: np.ndarray) -> np.ndarray:
-  """H(S) + H(F) - H(F, S) in bits, with levels 254 and 255 merged in the joint histogram only.
-
-  The merge reproduces the toolbox's ``Hab.m``, which indexes its 256x256
-  count with ``value + 1`` in saturating uint8 arithmetic.
-  """
-  merged_fused = np.minimum(fused, GREY_LEVELS - 2)
-  merged_source = np.minimum(source, GREY_LEVELS - 2)
-  joint_entropy = _entropy_of_counts(_joint_histograms(merged_fused, merged_source), np.log2)
-  fused_entropy = _entropy_of_counts(_histograms(fused), np.log2)
-  source_entropy = _entropy_of_counts(_histograms(source), np.log2)
-  return source_entropy + fused_entropy - joint_entropy
 
 
 def mutual_information_batch(
@@ -93,9 +139,4 @@ def mutual_information_batch(
     255 merged in the joint histogram (so it exceeds python / ln 2 slightly
     when such pixels exist).
   """
-  levels_a, levels_b, levels_f = quantise(a), quantise(b), quantise(f)
-  if convention == "matlab":
-    return _mutual_information_matlab_bits(levels_f, levels_a) + _mutual_information_matlab_bits(
-      levels_f, levels_b
-    )
-  return _mutual_information_nats(levels_f, levels_a) + _mutual_information_nats(levels_f, levels_b)
+  return histogram_metrics_batch(a, b, f, ["MI"], convention)["MI"]

@@ -32,24 +32,37 @@ def check_convention(convention: str) -> str:
   return convention
 
 
-def _check_values(array: np.ndarray, name: str) -> np.ndarray:
-  """Converts a numeric array to float64 and checks it holds finite 0..255 values."""
+def _checked_grey(image, name: str) -> tuple[np.ndarray, float]:
+  """The image as an array, checked to be a real 2-D grey image on 0..255; and its maximum.
+
+  NaN and infinities are found from the minimum and maximum (NaN propagates
+  through both), so the check reads the image twice in its own dtype.
+  """
+  array = np.asarray(image)
+  if array.ndim != 2:
+    hint = (
+      " (colour images must be converted first, e.g. with rgb_to_grey)" if array.ndim == 3 else ""
+    )
+    raise ValueError(
+      f"{name} must be a 2-D grey image of shape (H, W); got shape {array.shape}{hint}"
+    )
+  if array.size == 0:
+    raise ValueError(f"{name} is empty; got shape {array.shape}")
   if array.dtype == np.bool_ or not (
     np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
   ):
     raise ValueError(
       f"{name} must hold real grey levels (integer or float dtype); got dtype {array.dtype}"
     )
-  values = array.astype(np.float64)
-  if not np.all(np.isfinite(values)):
+  low, high = float(array.min()), float(array.max())
+  if not (np.isfinite(low) and np.isfinite(high)):
     raise ValueError(f"{name} contains NaN or infinite values")
-  low, high = float(values.min()), float(values.max())
   if low < GREY_MIN or high > GREY_MAX:
     raise ValueError(
       f"{name} must hold grey levels on the 0..255 scale; got values in [{low:g}, {high:g}] "
       "(clip or rescale it first; 0..1 images must be multiplied by 255)"
     )
-  return values
+  return array, high
 
 
 def as_grey_image(image, name: str) -> GreyImage:
@@ -64,47 +77,40 @@ def as_grey_image(image, name: str) -> GreyImage:
       NaN/inf, or has values outside 0..255.  (Each metric checks its own
       minimum size with :func:`check_min_side`.)
   """
-  array = np.asarray(image)
-  if array.ndim != 2:
-    hint = (
-      " (colour images must be converted first, e.g. with rgb_to_grey)" if array.ndim == 3 else ""
-    )
-    raise ValueError(
-      f"{name} must be a 2-D grey image of shape (H, W); got shape {array.shape}{hint}"
-    )
-  if array.size == 0:
-    raise ValueError(f"{name} is empty; got shape {array.shape}")
-  return _check_values(array, name)
+  return _checked_grey(image, name)[0].astype(np.float64)
 
 
-def _check_not_unit_scale(arrays: tuple[np.ndarray, ...]) -> None:
-  """Refuses a triple of float images that all lie in [0, 1] with fractional values: 0..1
-  data where grey levels on 0..255 are due (EN and MI would see one or two grey levels; real
-  0..255 images that dark in all three do not occur). Blank 0/1 images pass."""
-  if all(np.issubdtype(x.dtype, np.floating) and float(np.max(x)) <= 1.0 for x in arrays) and any(
-    np.any(x != np.round(x)) for x in arrays
-  ):
-    raise ValueError(
-      "a, b and f all hold float values in [0, 1], but the metrics expect grey levels "
-      "on the 0..255 scale; multiply 0..1 images by 255 (or pass uint8 images)"
-    )
-
-
-def as_grey_triple(a, b, f) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Checks two source images and a fused image; returns them as float64 (H, W) arrays.
+def checked_grey_triple(a, b, f) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Checks two source images and a fused image; returns them as arrays in their own dtypes.
 
   Raises:
-    ValueError: as :func:`as_grey_image`, when the three shapes differ, or when all three are
-      float images with values in [0, 1] (0..1 data: the metrics need 0..255).
+    ValueError: as :func:`as_grey_image`, when the three shapes differ, or
+      when all three are float images with values in [0, 1] and not all
+      integers (0..1 data where grey levels on 0..255 are due: EN and MI would
+      see one or two grey levels; real 0..255 images that dark in all three do
+      not occur).  Blank 0/1 images pass.
   """
-  images = tuple(as_grey_image(x, name) for x, name in ((a, "a"), (b, "b"), (f, "f")))
+  checked = [_checked_grey(x, name) for x, name in ((a, "a"), (b, "b"), (f, "f"))]
+  images = tuple(array for array, _ in checked)
   shapes = [x.shape for x in images]
   if len(set(shapes)) != 1:
     raise ValueError(
       f"a, b and f must have the same shape; got a {shapes[0]}, b {shapes[1]}, f {shapes[2]}"
     )
-  _check_not_unit_scale(tuple(np.asarray(x) for x in (a, b, f)))
+  if all(
+    np.issubdtype(array.dtype, np.floating) and high <= 1.0 for array, high in checked
+  ) and any(np.any(x != np.round(x)) for x in images):
+    raise ValueError(
+      "a, b and f all hold float values in [0, 1], but the metrics expect grey levels "
+      "on the 0..255 scale; multiply 0..1 images by 255 (or pass uint8 images)"
+    )
   return images
+
+
+def as_grey_triple(a, b, f) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Checks two source images and a fused image (:func:`checked_grey_triple`); returns them
+  as float64 (H, W) arrays."""
+  return tuple(x.astype(np.float64) for x in checked_grey_triple(a, b, f))
 
 
 def check_min_side(shape: tuple[int, ...], min_side: int, metric: str) -> None:

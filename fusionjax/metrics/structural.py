@@ -7,12 +7,21 @@ formulas as the references do, in float64.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
 
 from fusionjax.metrics.inputs import GREY_MAX, Convention
-from fusionjax.metrics.windows import box_valid, filter_same, filter_valid, gaussian_taps
+from fusionjax.metrics.windows import (
+  box_sums_valid,
+  filter_same,
+  filter_valid,
+  filter_valid_wide,
+  gaussian_taps,
+  moment_stack,
+  row_strips,
+)
 from fusionjax.shapes import GreyStack
 
 Reduction = Literal["sum", "mean"]
@@ -49,21 +58,6 @@ def _reduce(per_source: np.ndarray, reduction: Reduction) -> np.ndarray:
   if reduction == "mean":
     return per_source.mean(axis=0)
   raise ValueError(f"reduction must be 'sum' or 'mean'; got {reduction!r}")
-
-
-def _moment_stack(sources: np.ndarray, f: np.ndarray) -> np.ndarray:
-  """Stack of the images whose local means SSIM needs: (3 sources + 2, batch, H, W).
-
-  Layout: sources, F, sources^2, F^2, sources * F.
-  """
-  count = sources.shape[0]
-  stack = np.empty((3 * count + 2,) + f.shape)
-  stack[:count] = sources
-  stack[count] = f
-  np.multiply(sources, sources, out=stack[count + 1 : 2 * count + 1])
-  np.multiply(f, f, out=stack[2 * count + 1])
-  np.multiply(sources, f, out=stack[2 * count + 2 :])
-  return stack
 
 
 def _mean_ssim(
@@ -105,28 +99,68 @@ def _mean_ssim(
   return luminance_num.mean(axis=(-2, -1))
 
 
-def ssim_python_per_source(sources: np.ndarray, f: np.ndarray) -> np.ndarray:
+def _python_ssim_map_sums(stack: np.ndarray) -> np.ndarray:
+  """Sums over the 'valid' 7x7 windows of the Python evaluator's SSIM map, per source, from
+  the :func:`moment_stack` of the sources and F over some rows -> (sources, batch).
+
+  With n = 49 and window sums S, the map is
+  ((2 S_s S_f + n^2 C1) (2 (n S_sf - S_s S_f) + n (n - 1) C2)) /
+  ((S_s^2 + S_f^2 + n^2 C1) ((n S_ss - S_s^2) + (n S_ff - S_f^2) + n (n - 1) C2)),
+  exact up to the final products for integer-valued images.
+  """
+  count = (stack.shape[0] - 2) // 3
+  pixels = float(PYTHON_SSIM_WINDOW * PYTHON_SSIM_WINDOW)
+  luminance_c = pixels * pixels * (SSIM_K1 * PYTHON_SSIM_DATA_RANGE) ** 2
+  structure_c = pixels * (pixels - 1.0) * (SSIM_K2 * PYTHON_SSIM_DATA_RANGE) ** 2
+  sums = filter_valid_wide(stack, (1.0,) * PYTHON_SSIM_WINDOW)
+  sum_s, sum_f = sums[:count], sums[count]
+  square_s, square_f = sums[count + 1 : 2 * count + 1], sums[2 * count + 1]
+  product_sf = sums[2 * count + 2 :]
+  sum_f_sq = sum_f * sum_f
+  fused_spread = np.multiply(square_f, pixels, out=square_f)
+  fused_spread -= sum_f_sq
+  fused_spread += structure_c
+  sum_f_sq += luminance_c
+  cross = sum_s * (2.0 * sum_f)
+  luminance_den = np.multiply(sum_s, sum_s, out=sum_s)
+  structure_den = np.multiply(square_s, pixels, out=square_s)
+  structure_den -= luminance_den
+  structure_den += fused_spread
+  luminance_den += sum_f_sq
+  structure_num = np.multiply(product_sf, 2.0 * pixels, out=product_sf)
+  structure_num -= cross
+  structure_num += structure_c
+  cross += luminance_c
+  cross *= structure_num
+  luminance_den *= structure_den
+  cross /= luminance_den
+  cross[..., stack.shape[-1] - PYTHON_SSIM_WINDOW + 1 :] = 0.0
+  return cross.sum(axis=(-2, -1))
+
+
+def ssim_python_per_source(sources: Sequence[np.ndarray], f: np.ndarray) -> np.ndarray:
   """SSIM(F, S) as the Python evaluator gets it from scikit-image, per source.
 
-  (sources, batch, H, W) and (batch, H, W) -> (sources, batch).
+  sources: each (batch, H, W) like f -> (sources, batch).
 
   7x7 uniform window, sample covariances (x 49/48), K1 = 0.01, K2 = 0.03,
   data_range = 2 (so C1 = 4e-4, C2 = 3.6e-3 on 0..255 data), the map averaged
   after cropping a 3-pixel border.  The kept windows lie inside the image, so
-  scikit-image's padding never enters and 'valid' box means give the same map.
+  scikit-image's padding never enters and 'valid' box sums give the same map
+  (:func:`_python_ssim_map_sums`, computed strip by strip).
   """
-  window = PYTHON_SSIM_WINDOW
-  means = box_valid(_moment_stack(sources, f), window)
-  sample_correction = window * window / (window * window - 1.0)
-  c1 = (SSIM_K1 * PYTHON_SSIM_DATA_RANGE) ** 2
-  c2 = (SSIM_K2 * PYTHON_SSIM_DATA_RANGE) ** 2
-  return _mean_ssim(means, sources.shape[0], c1, c2, sample_correction)
+  images = [*sources, f]
+  total = np.zeros((len(sources), f.shape[0]))
+  for rows in row_strips((len(images),) + f.shape, PYTHON_SSIM_WINDOW):
+    total += _python_ssim_map_sums(moment_stack([image[..., rows, :] for image in images]))
+  height, width = f.shape[-2:]
+  return total / ((height - PYTHON_SSIM_WINDOW + 1) * (width - PYTHON_SSIM_WINDOW + 1))
 
 
-def ssim_matlab_per_source(sources: np.ndarray, f: np.ndarray) -> np.ndarray:
+def ssim_matlab_per_source(sources: Sequence[np.ndarray], f: np.ndarray) -> np.ndarray:
   """SSIM(F, S) as MATLAB's ``ssim`` gets it on 0..255 doubles, per source.
 
-  (sources, batch, H, W) and (batch, H, W) -> (sources, batch).
+  sources: each (batch, H, W) like f -> (sources, batch).
 
   11x11 Gaussian (sigma 1.5, fspecial), replicate padding, 'same'-size map
   averaged over all pixels, population statistics, C1 = (0.01 L)^2,
@@ -134,10 +168,10 @@ def ssim_matlab_per_source(sources: np.ndarray, f: np.ndarray) -> np.ndarray:
   are on 0..255).  Taken from MathWorks' documentation; not run against MATLAB.
   """
   taps = gaussian_taps(MATLAB_SSIM_WINDOW, MATLAB_SSIM_SIGMA)
-  means = filter_same(_moment_stack(sources, f), taps, mode="nearest")
+  means = filter_same(moment_stack([*sources, f]), taps, pad_mode="edge")
   c1 = (SSIM_K1 * MATLAB_SSIM_DYNAMIC_RANGE) ** 2
   c2 = (SSIM_K2 * MATLAB_SSIM_DYNAMIC_RANGE) ** 2
-  return _mean_ssim(means, sources.shape[0], c1, c2, 1.0)
+  return _mean_ssim(means, len(sources), c1, c2, 1.0)
 
 
 def ssim_batch(
@@ -154,10 +188,9 @@ def ssim_batch(
   Halving the python sum does not give the MATLAB value: the windows,
   padding and constants differ.
   """
-  sources = np.stack([a, b])
   if convention == "matlab":
-    return _reduce(ssim_matlab_per_source(sources, f), reduction or "mean")
-  return _reduce(ssim_python_per_source(sources, f), reduction or "sum")
+    return _reduce(ssim_matlab_per_source([a, b], f), reduction or "mean")
+  return _reduce(ssim_python_per_source([a, b], f), reduction or "sum")
 
 
 def _mef_ssim_scale(sources: np.ndarray, f: np.ndarray) -> np.ndarray:
@@ -183,7 +216,7 @@ def _mef_ssim_scale(sources: np.ndarray, f: np.ndarray) -> np.ndarray:
   pair_products = sources[first] * sources[second]
   diagonal = np.flatnonzero(first == second)
 
-  box = box_valid(np.concatenate([sources, pair_products]), MEF_WINDOW)
+  box = box_sums_valid(np.concatenate([sources, pair_products]), MEF_WINDOW) / window_pixels
   box_mean, box_pair = box[:count], box[count:]
   box_cov = box_pair - box_mean[first] * box_mean[second]
   flat = box_cov[diagonal] <= _MEF_FLAT_TOLERANCE * box_pair[diagonal]

@@ -129,7 +129,7 @@ def _drop_path_rates(rate: float, depths, *, reverse: bool) -> list[list[float]]
 
 
 class FusionMamba(nnx.Module):
-  """FusionMamba: `__call__(a, b)`, each (batch, H, W, 1) -> fused (batch, H, W, 1), any H, W."""
+  """FusionMamba: `__call__(a, b)` fuses two `Planes` of any H, W into `Planes`."""
 
   def __init__(self, config: Config, *, rngs: nnx.Rngs):
     self.config = config

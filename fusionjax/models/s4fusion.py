@@ -100,7 +100,7 @@ def padded_size(size: int, num_levels: int = 3) -> int:
 
 
 class S4Fusion(nnx.Module):
-  """S4Fusion: `__call__(ir, vis)`, each (batch, H, W, 1) -> fused (batch, H, W, 1), any H, W."""
+  """S4Fusion: `__call__(ir, vis)` fuses two `Planes` of any H, W into `Planes`."""
 
   def __init__(self, config: Config, *, rngs: nnx.Rngs):
     self.config = config
