@@ -34,7 +34,7 @@ from fusionjax.layers.torch_init import (
   mamba_dt_bias_init,
   mamba_dt_kernel_init,
   s4d_real_a_log,
-  torch_conv,
+  torch_depthwise_conv,
   torch_linear,
 )
 
@@ -72,9 +72,7 @@ class SelectiveScanBranch(nnx.Module):
     self.d_state = d_state
     self.dt_rank = dt_rank
     self.scan_impl = "auto"
-    self.conv1d = torch_conv(
-      d_inner, d_inner, (d_conv,), padding=((d_conv - 1, 0),), groups=d_inner, rngs=rngs
-    )
+    self.conv1d = torch_depthwise_conv(d_inner, (d_conv,), padding=((d_conv - 1, 0),), rngs=rngs)
     self.x_proj = torch_linear(d_inner, dt_rank + 2 * d_state, use_bias=False, rngs=rngs)
     if mamba_dt_init:
       self.dt_proj = nnx.Linear(
@@ -290,7 +288,7 @@ class M3Block(nnx.Module):
     self.norm1 = layer_norm(dim, rngs=rngs)
     self.norm2 = layer_norm(dim, rngs=rngs)
     self.norm3 = layer_norm(dim, rngs=rngs)
-    self.dwconv = torch_conv(dim, dim, (3, 3), padding=((1, 1), (1, 1)), groups=dim, rngs=rngs)
+    self.dwconv = torch_depthwise_conv(dim, (3, 3), padding=((1, 1), (1, 1)), rngs=rngs)
 
   def _normalise(self, norm: nnx.LayerNorm, x: jax.Array) -> jax.Array:
     return norm(norm(x)) if self.norm_twice else norm(x)

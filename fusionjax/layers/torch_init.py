@@ -13,6 +13,10 @@ One copy of each initialiser the models use (docs/architectures.md sections 0, 1
 - Mamba's (mamba_ssm `Mamba.__init__`): the "auto" dt rank (`dt_rank_for`), the dt_proj weight
   (`mamba_dt_kernel_init`) and bias (`mamba_dt_bias_init`), A_log S4D-real (`s4d_real_a_log`).
 
+Depthwise convolutions are `DepthwiseConv`s (same parameters as a grouped nnx.Conv), initialised
+like the convolutions of their model: `torch_depthwise_conv` (MambaDFuse) as `torch_conv`,
+`depthwise_conv3x3` (FusionMamba, S4Fusion) as `conv`.
+
 `torch_conv` and `conv` draw their kernels from the same distribution in two float roundings:
 `conv` through Flax's variance scaling (U(-1, 1) times the bound), `torch_conv` as U(-bound, bound)
 (MambaDFuse). They differ in the last bit for some fan-ins, so each keeps its own, and seeded
@@ -24,6 +28,8 @@ import math
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from fusionjax.layers.depthwise import DepthwiseConv
 
 LAYER_NORM_EPS = 1e-5
 LINEAR_INIT_STD = 0.02
@@ -83,20 +89,18 @@ def torch_conv(
   kernel_size: tuple[int, ...],
   *,
   padding,
-  groups: int = 1,
   rngs: nnx.Rngs,
 ) -> nnx.Conv:
   """Stride-1 nnx.Conv with bias initialised like torch.nn.Conv1d/2d, the kernel as U(-b, b).
 
-  Kernel (*kernel_size, in/groups, out); `padding` is one (before, after) pair per spatial axis.
+  Kernel (*kernel_size, in, out); `padding` is one (before, after) pair per spatial axis.
   """
-  init = torch_uniform_init(in_features // groups * math.prod(kernel_size))
+  init = torch_uniform_init(in_features * math.prod(kernel_size))
   return nnx.Conv(
     in_features,
     out_features,
     kernel_size,
     padding=padding,
-    feature_group_count=groups,
     kernel_init=init,
     bias_init=init,
     rngs=rngs,
@@ -110,20 +114,18 @@ def conv(
   *,
   stride: int = 1,
   padding: int = 0,
-  groups: int = 1,
   use_bias: bool = True,
   rngs: nnx.Rngs,
 ) -> nnx.Conv:
   """NHWC convolution with PyTorch's default init, the kernel by `torch_default_kernel_init`;
   `padding` zeros on every side."""
-  fan_in = in_features // groups * kernel_size * kernel_size
+  fan_in = in_features * kernel_size * kernel_size
   return nnx.Conv(
     in_features,
     out_features,
     (kernel_size, kernel_size),
     strides=stride,
     padding=((padding, padding),) * 2,
-    feature_group_count=groups,
     use_bias=use_bias,
     kernel_init=torch_default_kernel_init,
     bias_init=torch_uniform_init(fan_in),
@@ -131,9 +133,29 @@ def conv(
   )
 
 
-def depthwise_conv3x3(channels: int, *, rngs: nnx.Rngs) -> nnx.Conv:
-  """(batch, H, W, channels) -> same shape: the 3x3 depthwise conv with bias before every scan."""
-  return conv(channels, channels, 3, padding=1, groups=channels, rngs=rngs)
+def torch_depthwise_conv(
+  channels: int, kernel_size: tuple[int, ...], *, padding, rngs: nnx.Rngs
+) -> DepthwiseConv:
+  """Depthwise conv initialised like torch.nn.Conv1d/2d(groups=channels), as `torch_conv`: kernel
+  (*kernel_size, 1, channels) and bias U(+-1/sqrt(prod(kernel_size))), the kernel as U(-b, b);
+  `padding` is one (before, after) pair per spatial axis."""
+  init = torch_uniform_init(math.prod(kernel_size))
+  return DepthwiseConv(
+    channels, kernel_size, padding=padding, kernel_init=init, bias_init=init, rngs=rngs
+  )
+
+
+def depthwise_conv3x3(channels: int, *, rngs: nnx.Rngs) -> DepthwiseConv:
+  """(batch, H, W, channels) -> same shape: the 3x3 depthwise conv with bias before every scan,
+  initialised as `conv` (the kernel by `torch_default_kernel_init`), zero padding 1."""
+  return DepthwiseConv(
+    channels,
+    (3, 3),
+    padding=((1, 1), (1, 1)),
+    kernel_init=torch_default_kernel_init,
+    bias_init=torch_uniform_init(9),
+    rngs=rngs,
+  )
 
 
 def dt_rank_for(d_model: int) -> int:
