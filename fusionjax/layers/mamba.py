@@ -6,7 +6,8 @@ Two mixers, both from the patched `mamba_ssm.modules.mamba_simple.Mamba` that Ma
   before one output projection, 71,160 parameters at width 60.
 Both are built from `SelectiveScanBranch`, the "Mamba inner without output projection" (causal
 depthwise conv1d -> SiLU -> x_proj -> selective scan gated by z), which calls
-`fusionjax.kernels.selective_scan_channels_last`.
+`fusionjax.kernels.selective_scan_channels_last`. The m3 mixer's branches run one at a time as a
+loop (`scan_modules`), as do the stacks of blocks, so memory grows with one branch and one block.
 
 The blocks around them follow MambaDFuse's add -> LayerNorm -> mixer residual convention, where a
 block maps (x, residual) to (mixer(LN(x + residual)), x + residual):
@@ -105,6 +106,18 @@ class SelectiveScanBranch(nnx.Module):
     )
 
 
+def project_halves(in_proj: nnx.Linear, h: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(x, z): the two halves of a bias-free in_proj(h), as two matmuls on the kernel's halves.
+
+  One matmul would put x and z in one buffer, which lives until the gate reads z; two let x's
+  buffer go as soon as the conv has read it. (Results can differ from `in_proj(h)` in the last
+  bit: the matmul kernels block the output columns differently.)
+  """
+  kernel = in_proj.kernel[...]
+  half = kernel.shape[1] // 2
+  return h @ kernel[:, :half], h @ kernel[:, half:]
+
+
 class Mamba(nnx.Module):
   """The plain unidirectional Mamba mixer (mamba_ssm `Mamba`, bimamba_type=None).
 
@@ -134,7 +147,7 @@ class Mamba(nnx.Module):
 
   def __call__(self, h: jax.Array) -> jax.Array:
     """h: `Tokens` of width d_model -> same shape."""
-    x, z = jnp.split(self.in_proj(h), 2, axis=-1)
+    x, z = project_halves(self.in_proj, h)
     return self.out_proj(self.ssm(x, z, -jnp.exp(self.A_log[...])))
 
 
@@ -190,19 +203,28 @@ class MultiModalMamba(nnx.Module):
     self.out_proj = torch_linear(d_inner, d_model, use_bias=False, rngs=rngs)
 
   def __call__(self, h: jax.Array, extra1: jax.Array, extra2: jax.Array) -> jax.Array:
-    """h, extra1, extra2: `Tokens` of width d_model -> same shape."""
-    x, z = jnp.split(self.in_proj(h), 2, axis=-1)
-    x_b, z_b = jnp.split(self.in_proj_extra1(extra1), 2, axis=-1)
-    x_c, z_c = jnp.split(self.in_proj_extra2(extra2), 2, axis=-1)
-    if self.shared_gate:
-      z_b = z_c = z
+    """h, extra1, extra2: `Tokens` of width d_model -> same shape.
+
+    The branches run one after another (`scan_modules`), summed in the order main, b, c.
+    """
+    shared_z = project_halves(self.in_proj, h)[1] if self.shared_gate else None
     a_b = -jnp.exp(self.A_b_log[...])
     a_c = a_b if self.A_c_log is None else -jnp.exp(self.A_c_log[...])
-    y = (
-      self.ssm(x, z, -jnp.exp(self.A_log[...]))
-      + self.ssm_b(x_b, z_b, a_b)
-      + self.ssm_c(x_c, z_c, a_c)
-    )
+
+    def add_branch(branch, y, inputs):
+      in_proj, ssm = branch
+      tokens, A = inputs
+      x, z = project_halves(in_proj, tokens)
+      return y + ssm(x, z if shared_z is None else shared_z, A), None
+
+    branches = [
+      (self.in_proj, self.ssm),
+      (self.in_proj_extra1, self.ssm_b),
+      (self.in_proj_extra2, self.ssm_c),
+    ]
+    inputs = (jnp.stack([h, extra1, extra2]), jnp.stack([-jnp.exp(self.A_log[...]), a_b, a_c]))
+    y0 = jnp.zeros((*h.shape[:-1], self.out_proj.in_features), h.dtype)
+    y, _ = scan_modules(add_branch, y0, branches, inputs)
     return self.out_proj(y)
 
 
@@ -223,12 +245,42 @@ class SingleMambaBlock(nnx.Module):
     return self.encoder(self.norm(residual)), residual
 
 
+def scan_modules(f, carry, modules, xs=None, *, remat: bool = False):
+  """`jax.lax.scan` over modules of one structure: f(module, carry, x) -> (carry, y) per module.
+
+  The modules' states are stacked along a new leading axis, and each step rebuilds one module from
+  its slice; xs and the returned ys are stacked the same way. It computes what a Python loop over
+  the modules computes, but a loop body is its own XLA computation: XLA holds one module's
+  temporaries at a time, where it schedules the independent work of every module of a Python loop
+  (input projections, scan buffers) up front and keeps it all alive together.
+
+  modules: modules, or tuples of modules, with equal `nnx.GraphDef`s (the same type, shapes and
+  static attributes); an empty sequence returns carry unchanged and ys None. remat: differentiation
+  keeps only each step's carry and recomputes the step's forward pass in the backward pass
+  (`jax.checkpoint`), so a gradient holds one module's activations rather than every module's.
+  Returns (final carry, stacked ys).
+  """
+  if not modules:
+    return carry, None
+  graphdefs, states = zip(*(nnx.split(module) for module in modules))
+  if any(graphdef != graphdefs[0] for graphdef in graphdefs):
+    raise ValueError("scan_modules needs modules of one structure (equal nnx.GraphDefs)")
+  stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
+
+  def step(carry, inputs):
+    state, x = inputs
+    return f(nnx.merge(graphdefs[0], state), carry, x)
+
+  return jax.lax.scan(jax.checkpoint(step) if remat else step, carry, (stacked, xs))
+
+
 def run_residual_stack(blocks, x: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Chains SingleMambaBlocks from (x, 0), as nn.Sequential does: returns (last mixer output,
-  residual stream), the last mixer output NOT added to the residual; all `Tokens`."""
-  residual = jnp.zeros_like(x)
-  for block in blocks:
-    x, residual = block(x, residual)
+  residual stream), the last mixer output NOT added to the residual; all `Tokens`. The blocks
+  run as one `scan_modules` loop, so XLA holds one block's temporaries at a time."""
+  (x, residual), _ = scan_modules(
+    lambda block, carry, _: (block(*carry), None), (x, jnp.zeros_like(x)), blocks, remat=True
+  )
   return x, residual
 
 
@@ -259,7 +311,13 @@ class TokenSwapMamba(nnx.Module):
     i1_residual = i1 + i1_residual
     i2_residual = i2 + i2_residual
     a, b = exchange_even_channels(self.norm1(i1_residual), self.norm2(i2_residual))
-    return self.I1encoder(a), self.I2encoder(b), i1_residual, i2_residual
+    _, (i1, i2) = scan_modules(
+      lambda encoder, _, tokens: (None, encoder(tokens)),
+      None,
+      [self.I1encoder, self.I2encoder],
+      jnp.stack([a, b]),
+    )
+    return i1, i2, i1_residual, i2_residual
 
 
 class M3Block(nnx.Module):

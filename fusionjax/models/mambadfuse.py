@@ -18,6 +18,9 @@ Faithful to the official code (docs/architectures.md section 1, docs/parity.md s
 
 Paper size (Config()): C = 60, 8 + 8 extraction blocks, 2 token-swap stages, 5 M3 blocks,
 8 reconstruction blocks: 1,347,271 parameters. TinyConfig ("mambadfuse_tiny") is for tests.
+Each stack of blocks runs as one loop (`fusionjax.layers.mamba.scan_modules`, rematerialised
+under differentiation): XLA's temporaries grow with one block, not with the depth
+(benchmarks/memory.py prints them per model and image size).
 Official state_dicts convert with `fusionjax.convert` through `torch_param_map`.
 """
 
@@ -29,7 +32,13 @@ from flax import nnx
 
 from fusionjax import color
 from fusionjax.convert import mapping as torch_mapping
-from fusionjax.layers.mamba import M3Block, SingleMambaBlock, TokenSwapMamba, run_residual_stack
+from fusionjax.layers.mamba import (
+  M3Block,
+  SingleMambaBlock,
+  TokenSwapMamba,
+  run_residual_stack,
+  scan_modules,
+)
 from fusionjax.layers.torch_init import dt_rank_for, layer_norm, torch_conv
 from fusionjax.losses import mambadfuse as mambadfuse_loss
 from fusionjax.models import registry
@@ -214,8 +223,12 @@ class MambaDFuse(nnx.Module):
 
   def shallow_fuse(self, i1, i1_residual, i2, i2_residual, height: int, width: int):
     """Token-swap stages, then the two cross convs: returns images I1, I2, (batch, H, W, C)."""
-    for stage in self.channel_exchange:
-      i1, i2, i1_residual, i2_residual = stage(i1, i2, i1_residual, i2_residual)
+    (i1, i2, _, _), _ = scan_modules(
+      lambda stage, streams, _: (stage(*streams), None),
+      (i1, i2, i1_residual, i2_residual),
+      self.channel_exchange,
+      remat=True,
+    )
     i1, i2 = to_image(i1, height, width), to_image(i2, height, width)
     i1 = self.shallow_fusion1(jnp.concatenate([i1, i2], axis=-1)) + i1
     i2 = self.shallow_fusion2(jnp.concatenate([i2, i1], axis=-1)) + i2
@@ -226,9 +239,14 @@ class MambaDFuse(nnx.Module):
     height, width = i1.shape[1:3]
     tokens1, tokens2 = self.patch_embed(i1), self.patch_embed(i2)
     fusion = self.patch_embed((i1 + i2) / 2)
-    residual = jnp.zeros_like(fusion)
-    for block in self.M3_block:
-      fusion, residual = block(tokens1, residual, tokens2, fusion, height, width)
+
+    def m3_block(block, streams, _):
+      fusion, residual = streams
+      return block(tokens1, residual, tokens2, fusion, height, width), None
+
+    (fusion, _), _ = scan_modules(
+      m3_block, (fusion, jnp.zeros_like(fusion)), self.M3_block, remat=True
+    )
     return fusion
 
   def dual_phase_feature_fusion(

@@ -1,4 +1,4 @@
-"""The readable definition of the selective scan: a sequential `lax.scan` over time.
+"""The readable definition of the selective scan: a sequential loop over time.
 
 All implementations in this package compute the same *core* recurrence on float32 inputs that the
 public API (`api.py`) has already prepared (bias, softplus, grouping):
@@ -33,17 +33,31 @@ def discretize(u, delta, A, B):
 
 
 def scan_reference(u, delta, A, B, C):
-  """Sequential selective scan; see the module docstring for shapes."""
-  batch, _, groups, group_dim = u.shape
-  state0 = jnp.zeros((batch, groups, group_dim, A.shape[-1]), jnp.float32)
+  """Sequential selective scan; see the module docstring for shapes.
 
-  def step(state, inputs):
-    u_t, delta_t, B_t, C_t = inputs
-    decay, drive = discretize(u_t, delta_t, A, B_t)
+  Each step reads its time step of the inputs where they lie (a time-major `lax.scan` would copy
+  every input transposed first) and writes y[t] over delta[t], which no later step reads: without
+  differentiation XLA updates delta's buffer in place, so the scan allocates no (batch, L, ...)
+  array of its own.
+  """
+  batch, length, groups, group_dim = u.shape
+  state_dim = A.shape[-1]
+
+  def at(x, t, width):  # step t of a (batch, L, groups * width) input -> (batch, groups, width)
+    return jax.lax.dynamic_index_in_dim(x, t, axis=1, keepdims=False).reshape(batch, groups, width)
+
+  def step(t, carry):
+    state, delta_then_y = carry
+    decay, drive = discretize(
+      at(u, t, group_dim), at(delta_then_y, t, group_dim), A, at(B, t, state_dim)
+    )
     state = decay * state + drive
-    y_t = jnp.einsum("bgdn,bgn->bgd", state, C_t)
-    return state, y_t
+    y_t = jnp.einsum("bgdn,bgn->bgd", state, at(C, t, state_dim))
+    return state, jax.lax.dynamic_update_index_in_dim(
+      delta_then_y, y_t.reshape(batch, -1), t, axis=1
+    )
 
-  time_major = [jnp.moveaxis(x, 1, 0) for x in (u, delta, B, C)]
-  last_state, y = jax.lax.scan(step, state0, time_major)
-  return jnp.moveaxis(y, 0, 1), last_state
+  u, delta, B, C = (x.reshape(batch, length, -1) for x in (u, delta, B, C))
+  state0 = jnp.zeros((batch, groups, group_dim, state_dim), jnp.float32)
+  last_state, y = jax.lax.fori_loop(0, length, step, (state0, delta))
+  return y.reshape(batch, length, groups, group_dim), last_state
