@@ -107,10 +107,16 @@ def test_sharded_step_equals_single_device_step():
   assert sharded_state.model["conv_last3"]["kernel"][...].sharding.is_fully_replicated
   for name, value in single_metrics.items():
     assert float(sharded_metrics[name]) == pytest.approx(float(value), rel=1e-5), name
+  # Adam's first update is lr * g / (|g| + eps): on the few gradients near eps (1e-8), float32
+  # summation order (eight partial sums, then an all-reduce) moves it by up to lr * (dg/g) / 4,
+  # about 1% of a step here. A wrong gradient flips or rescales whole steps (2 lr apart).
+  params = lambda s: jax.device_get(nnx.to_pure_dict(nnx.state(s.model, nnx.Param)))
+  before, single, sharded = params(state), params(single_state), params(sharded_state)
   jax.tree.map(
-    functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-6),
-    jax.device_get(nnx.to_pure_dict(nnx.state(single_state.model, nnx.Param))),
-    jax.device_get(nnx.to_pure_dict(nnx.state(sharded_state.model, nnx.Param))),
+    lambda b, x, y: np.testing.assert_allclose(x - b, y - b, atol=0.05 * LOSS_TEST_LEARNING_RATE),
+    before,
+    single,
+    sharded,
   )
 
 
