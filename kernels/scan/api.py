@@ -101,21 +101,21 @@ def _check_shapes(u, delta, A, B, C, D, z, delta_bias):
   return groups, state_dim
 
 
-def _run_core(impl, u, delta, A, B, C, chunk):
+def _run_core(impl, u, delta, A, B, C, state0, chunk):
   """Dispatches the float32 core (see reference.py) to one implementation."""
   if impl == "reference":
-    return scan_reference(u, delta, A, B, C)
+    return scan_reference(u, delta, A, B, C, state0)
   if impl == "associative":
-    return scan_associative(u, delta, A, B, C)
+    return scan_associative(u, delta, A, B, C, state0)
   if impl == "pallas":
-    return scan_pallas(u, delta, A, B, C)
+    return scan_pallas(u, delta, A, B, C, state0)
   length = u.shape[1]
   chunk = min(chunk, length)
   pad = -length % chunk
   if pad:  # delta = 0 steps are identity transitions: y is cropped, the last state unchanged.
     widths = lambda x: [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2)
     u, delta, B, C = (jnp.pad(x, widths(x)) for x in (u, delta, B, C))
-  y, last_state = scan_chunked(u, delta, A, B, C, chunk)
+  y, last_state = scan_chunked(u, delta, A, B, C, state0, chunk)
   return y[:, :length], last_state
 
 
@@ -131,6 +131,7 @@ def selective_scan_channels_last(
   delta_softplus=False,
   return_last_state=False,
   *,
+  initial_state=None,
   impl: Impl = "auto",
   chunk: int = DEFAULT_CHUNK,
 ):
@@ -142,6 +143,9 @@ def selective_scan_channels_last(
       d // (dim / G). D, delta_bias: optional (dim,).
     delta_softplus: apply softplus to delta + delta_bias.
     return_last_state: also return the state after the last step, (batch, dim, N) float32.
+    initial_state: optional (batch, dim, N) state before the first step (default zeros, a
+      sequence's start; an extension of mamba's signature): passing the last state of one call
+      to the next runs a long sequence in pieces, as one call would (differentiable).
     impl: "reference", "associative", "chunked", "pallas" or "auto" (see `resolve_impl`).
     chunk: chunk length of the "chunked" implementation (its backward holds one chunk at a time).
 
@@ -151,6 +155,13 @@ def selective_scan_channels_last(
   groups, state_dim = _check_shapes(u, delta, A, B, C, D, z, delta_bias)
   impl = resolve_impl(impl)
   batch, length, dim = u.shape
+  if initial_state is None:
+    initial_state = jnp.zeros((batch, dim, state_dim), jnp.float32)
+  elif initial_state.shape != (batch, dim, state_dim):
+    raise ValueError(
+      f"initial_state must be (batch, dim, N) = {(batch, dim, state_dim)}, "
+      f"got shape {initial_state.shape}"
+    )
   f32 = lambda x: None if x is None else jnp.asarray(x, jnp.float32)
   u32, delta32, A32, B32, C32 = (f32(x) for x in (u, delta, A, B, C))
   if delta_bias is not None:
@@ -167,6 +178,7 @@ def selective_scan_channels_last(
     A32.reshape(groups, group_dim, state_dim),
     B32,
     C32,
+    f32(initial_state).reshape(batch, groups, group_dim, state_dim),
     chunk,
   )
   y = y.reshape(batch, length, dim)
@@ -192,6 +204,7 @@ def selective_scan(
   delta_softplus=False,
   return_last_state=False,
   *,
+  initial_state=None,
   impl: Impl = "auto",
   chunk: int = DEFAULT_CHUNK,
 ):
@@ -201,7 +214,8 @@ def selective_scan(
     u, delta: (batch, dim, L). z: optional (batch, dim, L) gate.
     A: (dim, N) real. B, C: (batch, N, L), or grouped (batch, G, N, L).
     D, delta_bias: optional (dim,).
-    delta_softplus, return_last_state, impl, chunk: as in `selective_scan_channels_last`.
+    delta_softplus, return_last_state, initial_state, impl, chunk: as in
+      `selective_scan_channels_last`.
 
   Returns:
     y (batch, dim, L) in u's dtype, and the last state (batch, dim, N) float32 when asked.
@@ -223,6 +237,7 @@ def selective_scan(
     delta_bias=delta_bias,
     delta_softplus=delta_softplus,
     return_last_state=return_last_state,
+    initial_state=initial_state,
     impl=impl,
     chunk=chunk,
   )

@@ -1,20 +1,33 @@
 """Chunked selective scan with a memory-lean hand-written backward pass (`jax.custom_vjp`).
 
-The sequence is cut into chunks of `chunk` steps and the state is carried from chunk to chunk.
+Same core contract as `reference.scan_reference`, where the recurrence and the shapes are
+defined; L must be a multiple of `chunk` (the API pads with delta = 0 steps, which leave the
+state unchanged). Written for CPUs, where each step of a sequential loop costs a few dispatched
+XLA kernels however little it computes:
 
-Forward under differentiation: one sequential pass whose step is the reference step, fused by
-XLA into a single loop body; it keeps only the state entering each chunk, (L / chunk, batch, G,
-Dg, N). Without differentiation the flat reference scan runs (the same recurrence, faster).
+- The state is held channels-last, (batch, G, N, Dg), so every per-step operation works on
+  contiguous channel vectors: the sums C[t] . h[t] and B[t] . lam[t] over the N states and the
+  sums over channels (for dB, dC) are matrix-vector products, the A-weighted sum over states (for
+  ddelta) a chain of N adds. No step contains a `reduce`: XLA's CPU compiler hands reductions of
+  4096 elements or more to YNNPACK, whose per-call cost exceeds a whole step's arithmetic.
+- Every sequential pass reads time step t of the inputs where they lie and writes step t of its
+  outputs in place: no input is transposed or copied into chunks.
 
-Backward, chunk by chunk in reverse: the chunk's transitions exp(delta * A) and drives are
-computed for all its steps at once (one vectorised exp per element, shared by both recurrences);
-the states are recomputed and the adjoint recurrence lam[t] = dL/dh[t] is run with
-multiply-adds only; then every gradient of the chunk is formed in vectorised passes. Nothing of
-size (batch, L, D, N) is held: memory is O(chunk * batch * D * N) on top of the inputs, where
-autodiff through `reference.scan_reference` stores several (L, batch, D, N) residuals.
+Forward: a loop over chunks, a loop over the chunk's steps inside. y[t] is written over
+delta[t], which no later step reads, so without differentiation XLA updates delta's buffer in
+place and drops the states entering each chunk, which differentiation keeps:
+(L / chunk, batch, G, N, Dg).
 
-Same core contract as `reference.scan_reference`; L must be a multiple of `chunk` (the API pads
-with delta = 0 steps, which leave the state unchanged).
+Backward, chunk by chunk in reverse:
+1. decay = exp(delta * A) for all the chunk's steps at once (one vectorised exp per element);
+2. a forward pass over the chunk recomputes, from the state entering it, decay[t] * h[t-1] for
+   each step (multiply-adds only, kept for the chunk: (chunk, batch, G, N, Dg));
+3. a reverse pass runs the adjoint recurrence lam[t] = dL/dh[t] = C[t] dy[t] + decay[t+1] *
+   lam[t+1] and forms step t's gradients as it goes: du, ddelta, dB and dC are written in
+   place, dA is accumulated.
+Nothing of size (batch, L, D, N) is held: memory is O(chunk * batch * D * N) on top of the
+inputs and gradients, where autodiff through `reference.scan_reference` stores several
+(L, batch, D, N) residuals.
 """
 
 import functools
@@ -22,111 +35,126 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from fusionjax.kernels.scan.reference import discretize, scan_reference
-
 DEFAULT_CHUNK = 64
 
 
-def _to_chunks(x, chunk):
-  """(batch, L, ...) -> (L/chunk, chunk, batch, ...): chunk-major, then time-major."""
-  batch, length = x.shape[:2]
-  x = x.reshape(batch, length // chunk, chunk, *x.shape[2:])
-  return jnp.moveaxis(x, 0, 2)
+def _at(x, t):
+  """Time step t of a (batch, L, ...) array: (batch, ...)."""
+  return jax.lax.dynamic_index_in_dim(x, t, axis=1, keepdims=False)
 
 
-def _from_chunks(x):
-  """(L/chunk, chunk, batch, ...) -> (batch, L, ...)."""
-  x = jnp.moveaxis(x, 2, 0)
-  return x.reshape(x.shape[0], -1, *x.shape[3:])
+def _write(x, value, t):
+  """x with time step t of a (batch, L, ...) array replaced by `value`."""
+  return jax.lax.dynamic_update_index_in_dim(x, value, t, axis=1)
 
 
-def _forward(u, delta, A, B, C, chunk):
-  """Returns (y, last_state) and the residuals: inputs plus per-chunk entry states."""
-  batch, _, groups, group_dim = u.shape
-  state0 = jnp.zeros((batch, groups, group_dim, A.shape[-1]), jnp.float32)
-
-  def step(state, inputs):
-    u_t, delta_t, B_t, C_t = inputs
-    decay, drive = discretize(u_t, delta_t, A, B_t)
-    state = decay * state + drive
-    return state, jnp.sum(state * C_t[..., None, :], axis=-1)
-
-  def chunk_step(entry, inputs):
-    last, y_c = jax.lax.scan(step, entry, inputs)
-    return last, (y_c, entry)
-
-  chunks = [_to_chunks(x, chunk) for x in (u, delta, B, C)]
-  last_state, (y, entries) = jax.lax.scan(chunk_step, state0, chunks)
-  return (_from_chunks(y), last_state), (u, delta, A, B, C, entries)
+def _sum_states(x):
+  """(..., N, Dg) -> (..., Dg), summed over the N states as a chain of adds (no `reduce`)."""
+  total = x[..., 0, :]
+  for n in range(1, x.shape[-2]):
+    total = total + x[..., n, :]
+  return total
 
 
-def _states_before_each_step(decay, drive, entry):
-  """h[t-1] for each step t of a chunk, from h[t] = decay[t] * h[t-1] + drive[t].
-
-  decay, drive: (chunk, batch, G, Dg, N); entry: (batch, G, Dg, N).
-  Returns (chunk, batch, G, Dg, N).
-  """
-
-  def step(state, inputs):
-    a_t, b_t = inputs
-    return a_t * state + b_t, state
-
-  return jax.lax.scan(step, entry, (decay, drive))[1]
+def _dot_states(x, w):
+  """sum_n x[..., n, d] * w[..., n]: (..., N, Dg), (..., N) -> (..., Dg), vector times matrix."""
+  return jnp.einsum("...nd,...n->...d", x, w)
 
 
-def _adjoints(decay, output_grad, future):
-  """lam[t] = output_grad[t] + decay[t+1] * lam[t+1], backwards through a chunk.
+def _dot_channels(x, w):
+  """sum_d x[..., n, d] * w[..., d]: (..., N, Dg), (..., Dg) -> (..., N), matrix times vector."""
+  return jnp.einsum("...nd,...d->...n", x, w)
 
-  decay, output_grad: (chunk, batch, G, Dg, N); future: decay * lam of the step after the chunk.
-  Returns lam (chunk, batch, G, Dg, N) and decay[0] * lam[0], the previous chunk's `future`.
-  """
 
-  def step(carry, inputs):
-    a_t, g_t = inputs
-    lam_t = g_t + carry
-    return a_t * lam_t, lam_t
+def _drive(u_t, delta_t, B_t):
+  """delta[t] * u[t] * B[t] as (batch, G, N, Dg)."""
+  return (delta_t * u_t)[..., None, :] * B_t[..., None]
 
-  to_past, lam = jax.lax.scan(step, future, (decay, output_grad), reverse=True)
-  return lam, to_past
+
+def _forward(u, delta, A, B, C, state0, chunk):
+  """Returns (y, last_state) and the residuals: inputs plus the state entering each chunk."""
+  A_t = jnp.swapaxes(A, -1, -2)[None]  # (1, G, N, Dg)
+
+  def chunk_step(c, carry):
+    state, delta_then_y, entries = carry
+    entries = jax.lax.dynamic_update_index_in_dim(entries, state, c, axis=0)
+
+    def step(k, carry):
+      state, delta_then_y = carry
+      t = c * chunk + k
+      delta_t = _at(delta_then_y, t)
+      state = jnp.exp(delta_t[..., None, :] * A_t) * state + _drive(_at(u, t), delta_t, _at(B, t))
+      y_t = _dot_states(state, _at(C, t))
+      return state, _write(delta_then_y, y_t, t)
+
+    state, delta_then_y = jax.lax.fori_loop(0, chunk, step, (state, delta_then_y))
+    return state, delta_then_y, entries
+
+  state = jnp.swapaxes(state0, -1, -2)
+  entries = jnp.zeros((u.shape[1] // chunk, *state.shape), jnp.float32)
+  last_state, y, entries = jax.lax.fori_loop(
+    0, u.shape[1] // chunk, chunk_step, (state, delta, entries)
+  )
+  return (y, jnp.swapaxes(last_state, -1, -2)), (u, delta, A, B, C, entries)
 
 
 def _backward(chunk, residuals, cotangents):
+  """Gradients with respect to u, delta, A, B, C and state0; see the module docstring."""
   u, delta, A, B, C, entries = residuals
   dy, dlast = cotangents
+  A_t = jnp.swapaxes(A, -1, -2)[None]  # (1, G, N, Dg)
+  num_chunks = u.shape[1] // chunk
 
-  def chunk_step(carry, inputs):
-    future, dA_sum = carry
-    u_c, delta_c, B_c, C_c, dy_c, entry = inputs
-    decay, drive = discretize(u_c, delta_c, A, B_c)
-    previous = _states_before_each_step(decay, drive, entry)
-    lam, to_past = _adjoints(decay, dy_c[..., None] * C_c[..., None, :], future)
-    states = decay * previous + drive
-    decay_grad = lam * previous * decay  # dL/d(delta * A)
-    lam_B = jnp.sum(lam * B_c[..., None, :], axis=-1)
-    du_c = delta_c * lam_B
-    ddelta_c = jnp.sum(decay_grad * A[None, None], axis=-1) + u_c * lam_B
-    dA_sum = dA_sum + jnp.sum(decay_grad * delta_c[..., None], axis=(0, 1))
-    dB_c = jnp.sum(lam * (delta_c * u_c)[..., None], axis=-2)
-    dC_c = jnp.sum(states * dy_c[..., None], axis=-2)
-    return (to_past, dA_sum), (du_c, ddelta_c, dB_c, dC_c)
+  def chunk_step(i, carry):
+    start = (num_chunks - 1 - i) * chunk
+    delta_c = jax.lax.dynamic_slice_in_dim(delta, start, chunk, axis=1)
+    decay = jnp.exp(delta_c[..., None, :] * A_t[:, None])  # (batch, chunk, G, N, Dg)
 
-  chunks = [_to_chunks(x, chunk) for x in (u, delta, B, C, dy)]
-  (_, dA), grads = jax.lax.scan(
-    chunk_step, (dlast, jnp.zeros_like(A)), (*chunks, entries), reverse=True
+    def recompute(k, carry):  # carried[k] = decay[k] * h[k-1]; h[k] = carried[k] + drive[k]
+      state, carried = carry
+      t = start + k
+      decayed = _at(decay, k) * state
+      carried = jax.lax.dynamic_update_index_in_dim(carried, decayed, k, axis=0)
+      return decayed + _drive(_at(u, t), _at(delta, t), _at(B, t)), carried
+
+    carried = jnp.zeros((chunk, *entries.shape[1:]), jnp.float32)
+    _, carried = jax.lax.fori_loop(0, chunk, recompute, (entries[num_chunks - 1 - i], carried))
+
+    def adjoint(j, carry):  # to_past = decay[t+1] * lam[t+1], what step t receives from later
+      to_past, dA, du, ddelta, dB, dC = carry
+      k = chunk - 1 - j
+      t = start + k
+      u_t, delta_t, B_t, C_t, dy_t = (_at(x, t) for x in (u, delta, B, C, dy))
+      lam = dy_t[..., None, :] * C_t[..., None] + to_past
+      decayed = carried[k]
+      gate = lam * decayed  # dL/d(delta[t] * A)
+      lam_B = _dot_states(lam, B_t)
+      return (
+        _at(decay, k) * lam,
+        dA + gate * delta_t[..., None, :],
+        _write(du, delta_t * lam_B, t),
+        _write(ddelta, _sum_states(gate * A_t) + u_t * lam_B, t),
+        _write(dB, _dot_channels(lam, delta_t * u_t), t),
+        _write(dC, _dot_channels(decayed + _drive(u_t, delta_t, B_t), dy_t), t),
+      )
+
+    return jax.lax.fori_loop(0, chunk, adjoint, carry)
+
+  dA_per_batch = jnp.zeros((u.shape[0], *A_t.shape[1:]), jnp.float32)  # summed over batch last
+  to_past, dA, du, ddelta, dB, dC = jax.lax.fori_loop(
+    0,
+    num_chunks,
+    chunk_step,
+    (jnp.swapaxes(dlast, -1, -2), dA_per_batch, *(jnp.zeros_like(x) for x in (u, u, B, B))),
   )
-  du, ddelta, dB, dC = (_from_chunks(g) for g in grads)
-  return du, ddelta, dA, dB, dC
+  dA = jnp.swapaxes(jnp.sum(dA, axis=0), -1, -2)
+  return du, ddelta, dA, dB, dC, jnp.swapaxes(to_past, -1, -2)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
-def scan_chunked(u, delta, A, B, C, chunk: int):
-  """Chunked selective scan; shapes as in `reference`, L a multiple of `chunk`.
-
-  Not differentiated, nothing needs the per-chunk states: the flat sequential scan of the
-  reference computes the same recurrence faster (no loop nest, no stored states).
-  """
-  del chunk
-  return scan_reference(u, delta, A, B, C)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
+def scan_chunked(u, delta, A, B, C, state0, chunk: int):
+  """Chunked selective scan; shapes as in `reference`, L a multiple of `chunk`."""
+  return _forward(u, delta, A, B, C, state0, chunk)[0]
 
 
 scan_chunked.defvjp(_forward, _backward)

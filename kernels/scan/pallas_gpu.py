@@ -50,8 +50,10 @@ def _row(ref, t):
   return ref[pl.ds(t, 1), :][0]
 
 
-def _forward_kernel(u_ref, delta_ref, A_ref, B_ref, C_ref, y_ref, entry_ref, *, num_chunks, chunk):
-  """u, delta, y: (L, bd); A: (bd, N); B, C: (L, N).
+def _forward_kernel(
+  u_ref, delta_ref, A_ref, B_ref, C_ref, state0_ref, y_ref, entry_ref, *, num_chunks, chunk
+):
+  """u, delta, y: (L, bd); A, state0: (bd, N); B, C: (L, N).
 
   entry: (L/chunk + 1, bd, N), the state entering each chunk, then the state after the last step.
   """
@@ -71,7 +73,7 @@ def _forward_kernel(u_ref, delta_ref, A_ref, B_ref, C_ref, y_ref, entry_ref, *, 
 
     return jax.lax.fori_loop(0, chunk, step, state)
 
-  last = jax.lax.fori_loop(0, num_chunks, chunk_body, jnp.zeros(A.shape, jnp.float32))
+  last = jax.lax.fori_loop(0, num_chunks, chunk_body, state0_ref[...])
   entry_ref[pl.ds(num_chunks, 1), :, :] = last[None]
 
 
@@ -89,6 +91,7 @@ def _backward_kernel(
   dA_ref,
   dB_ref,
   dC_ref,
+  dstate0_ref,
   history_ref,
   *,
   num_chunks,
@@ -97,8 +100,9 @@ def _backward_kernel(
 ):
   """Inputs as in the forward kernel plus dy (L, bd) and dlast (bd, N).
 
-  Outputs: du, ddelta (L, bd); dA (bd, N); dB, dC partials (L, N) summed over this program's
-  channels; history (chunk, bd, N) is scratch holding the states entering each step of a chunk.
+  Outputs: du, ddelta (L, bd); dA, dstate0 (bd, N); dB, dC partials (L, N) summed over this
+  program's channels; history (chunk, bd, N) is scratch holding the states entering each step
+  of a chunk.
   """
   A = A_ref[...]
 
@@ -141,10 +145,11 @@ def _backward_kernel(
       plt.debug_barrier()
     return carry
 
-  _, dA_sum = jax.lax.fori_loop(
+  dstate0, dA_sum = jax.lax.fori_loop(
     0, num_chunks, chunk_body, (dlast_ref[...], jnp.zeros(A.shape, jnp.float32))
   )
   dA_ref[...] = dA_sum
+  dstate0_ref[...] = dstate0
 
 
 def _specs(batch, length, dim, state_dim, group_dim, block_d, num_chunks):
@@ -162,7 +167,8 @@ def _specs(batch, length, dim, state_dim, group_dim, block_d, num_chunks):
 
 
 def _flat(u, delta, A, B, C):
-  """Core arrays (see reference.py) -> (batch, L, D) sequences and (D, N) A; plus dims."""
+  """Core arrays (see reference.py) -> (batch, L, D) sequences and (D, N) A; plus dims.
+  States (batch, G, Dg, N) are (batch, D, N) by a reshape."""
   batch, length, groups, group_dim = u.shape
   dim = groups * group_dim
   dims = (batch, length, dim, A.shape[-1], group_dim, _channel_block(group_dim), length // CHUNK)
@@ -176,7 +182,7 @@ def _flat(u, delta, A, B, C):
   )
 
 
-def _forward(u, delta, A, B, C, *, interpret):
+def _forward(u, delta, A, B, C, state0, *, interpret):
   u_f, delta_f, A_f, _, _, dims = _flat(u, delta, A, B, C)
   batch, length, dim, state_dim, group_dim, block_d, num_chunks = dims
   specs = _specs(*dims)
@@ -184,7 +190,7 @@ def _forward(u, delta, A, B, C, *, interpret):
   y, entry = pl.pallas_call(
     functools.partial(_forward_kernel, num_chunks=num_chunks, chunk=CHUNK),
     grid=(batch, dim // block_d),
-    in_specs=[specs["seq"], specs["seq"], specs["A"], specs["BC"], specs["BC"]],
+    in_specs=[specs["seq"], specs["seq"], specs["A"], specs["BC"], specs["BC"], specs["state"]],
     out_specs=[specs["seq"], specs["entry"]],
     out_shape=[
       jax.ShapeDtypeStruct((batch, length, dim), f32),
@@ -193,7 +199,7 @@ def _forward(u, delta, A, B, C, *, interpret):
     compiler_params=plt.CompilerParams(num_warps=NUM_WARPS, num_stages=1),
     interpret=interpret,
     name="selective_scan_fwd",
-  )(u_f, delta_f, A_f, B, C)
+  )(u_f, delta_f, A_f, B, C, state0.reshape(batch, dim, state_dim))
   return y.reshape(u.shape), entry
 
 
@@ -211,9 +217,9 @@ def _on_platform(call, interpret, *args):
   )
 
 
-def _pallas_fwd(u, delta, A, B, C, interpret):
-  y, entry = _on_platform(_forward, interpret, u, delta, A, B, C)
-  last = entry[:, -1].reshape(*u.shape[:1], *A.shape)
+def _pallas_fwd(u, delta, A, B, C, state0, interpret):
+  y, entry = _on_platform(_forward, interpret, u, delta, A, B, C, state0)
+  last = entry[:, -1].reshape(state0.shape)
   return (y, last), (u, delta, A, B, C, entry)
 
 
@@ -229,7 +235,7 @@ def _backward(u, delta, A, B, C, entry, dy, dlast, *, interpret):
   f32 = jnp.float32
   seq_shape = jax.ShapeDtypeStruct((batch, length, dim), f32)
   partial_shape = jax.ShapeDtypeStruct((batch, programs, length, state_dim), f32)
-  du, ddelta, dA, dB_part, dC_part, _ = pl.pallas_call(
+  du, ddelta, dA, dB_part, dC_part, dstate0, _ = pl.pallas_call(
     functools.partial(_backward_kernel, num_chunks=num_chunks, chunk=CHUNK, interpret=interpret),
     grid=(batch, programs),
     in_specs=[
@@ -248,6 +254,7 @@ def _backward(u, delta, A, B, C, entry, dy, dlast, *, interpret):
       specs["state"],
       specs["partial"],
       specs["partial"],
+      specs["state"],
       specs["history"],
     ],
     out_shape=[
@@ -256,6 +263,7 @@ def _backward(u, delta, A, B, C, entry, dy, dlast, *, interpret):
       jax.ShapeDtypeStruct((batch, dim, state_dim), f32),
       partial_shape,
       partial_shape,
+      jax.ShapeDtypeStruct((batch, dim, state_dim), f32),
       jax.ShapeDtypeStruct((batch, programs, CHUNK, block_d, state_dim), f32),
     ],
     compiler_params=plt.CompilerParams(num_warps=NUM_WARPS, num_stages=1),
@@ -281,18 +289,19 @@ def _backward(u, delta, A, B, C, entry, dy, dlast, *, interpret):
     dA.sum(0).reshape(A.shape),
     per_group(dB_part),
     per_group(dC_part),
+    dstate0.reshape(u.shape[:1] + A.shape),
   )
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
-def _scan_padded(u, delta, A, B, C, interpret):
-  return _pallas_fwd(u, delta, A, B, C, interpret)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
+def _scan_padded(u, delta, A, B, C, state0, interpret):
+  return _pallas_fwd(u, delta, A, B, C, state0, interpret)[0]
 
 
 _scan_padded.defvjp(_pallas_fwd, _pallas_bwd)
 
 
-def scan_pallas(u, delta, A, B, C, *, interpret: bool | None = None):
+def scan_pallas(u, delta, A, B, C, state0, *, interpret: bool | None = None):
   """Pallas selective scan; shapes as in `reference`.
 
   `interpret`: None compiles the kernel on CUDA and interprets it on other platforms (chosen at
@@ -318,6 +327,7 @@ def scan_pallas(u, delta, A, B, C, *, interpret: bool | None = None):
     pad_state(A),
     pad_state(pad_seq(B)),
     pad_state(pad_seq(C)),
+    pad_state(state0),
     interpret,
   )
   return y[:, :length], last[..., :state_dim]
@@ -331,14 +341,15 @@ def cuda_lowering_problem() -> str | None:
   if plt is None:
     return "jax.experimental.pallas.triton cannot be imported"
   seq = jax.ShapeDtypeStruct((1, CHUNK, 1, 1), jnp.float32)
-  state = jax.ShapeDtypeStruct((1, 1, 1), jnp.float32)
+  A = jax.ShapeDtypeStruct((1, 1, 1), jnp.float32)
+  state = jax.ShapeDtypeStruct((1, 1, 1, 1), jnp.float32)
 
-  def loss(u, delta, A, B, C):
-    y, last = _scan_padded(u, delta, A, B, C, False)
+  def loss(u, delta, A, B, C, state0):
+    y, last = _scan_padded(u, delta, A, B, C, state0, False)
     return y.sum() + last.sum()
 
   try:
-    jax.jit(jax.grad(loss, argnums=tuple(range(5)))).trace(seq, seq, state, seq, seq).lower(
+    jax.jit(jax.grad(loss, argnums=tuple(range(6)))).trace(seq, seq, A, seq, seq, state).lower(
       lowering_platforms=COMPILED_PLATFORMS
     )
   except Exception as error:  # any failure to lower means: use another implementation

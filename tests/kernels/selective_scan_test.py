@@ -23,12 +23,13 @@ from fusionjax.kernels.scan import api as scan_api
 from fusionjax.kernels.scan import pallas_gpu, resolve_impl
 
 IMPLS = ("reference", "associative", "chunked", "pallas")
-ARG_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+ARG_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
 EPS32 = float(np.finfo(np.float32).eps)
 
 
-def truth_float64(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
-  """Mamba's selective_scan_ref in float64, (batch, dim, L) layout, returns (y, last_state)."""
+def truth_float64(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus):
+  """Mamba's selective_scan_ref in float64, (batch, dim, L) layout, returns (y, last_state);
+  from `initial_state` (batch, dim, N) where given, zeros otherwise."""
   if B.ndim == 3:  # ungrouped (batch, N, L) is one group
     B, C = B[:, None], C[:, None]
   dim, groups = u.shape[1], B.shape[1]
@@ -47,7 +48,9 @@ def truth_float64(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
     return state, jnp.sum(state * C_full[..., t], axis=-1)
 
   state0 = jnp.zeros((u.shape[0], dim, A.shape[1]), u.dtype)
-  last, y = jax.lax.scan(step, state0, jnp.arange(u.shape[2]))
+  last, y = jax.lax.scan(
+    step, state0 if initial_state is None else initial_state, jnp.arange(u.shape[2])
+  )
   y = jnp.moveaxis(y, 0, -1)
   if D is not None:
     y = y + D[None, :, None] * u
@@ -72,6 +75,8 @@ def make_inputs(seed, batch, dim, length, state_dim, groups, with_optional):
   )
   if not with_optional["softplus"]:
     inputs["delta"] = np.abs(inputs["delta"])  # keep decays <= 1 without softplus
+  with_state = with_optional.get("initial_state", False)
+  inputs["initial_state"] = rng.normal(size=(batch, dim, state_dim)) if with_state else None
   return inputs
 
 
@@ -122,6 +127,7 @@ OPTION_SETS = {
   "all_on": dict(D=True, z=True, delta_bias=True, softplus=True),
   "all_off": dict(D=False, z=False, delta_bias=False, softplus=False),
   "mixed": dict(D=True, z=False, delta_bias=True, softplus=False),
+  "from_a_state": dict(D=True, z=True, delta_bias=True, softplus=True, initial_state=True),
 }
 # A float32 scan rounds every value a few times per step (forward and backward), each rounding as
 # large as rounding the inputs once; a correct implementation stays within this many times the
@@ -219,7 +225,7 @@ def test_layouts_agree():
   x = make_inputs(
     5, batch=1, dim=4, length=9, state_dim=3, groups=2, with_optional=OPTION_SETS["all_on"]
   )
-  x = {k: jnp.asarray(v, jnp.float32) for k, v in x.items()}
+  x = {k: jnp.asarray(v, jnp.float32) for k, v in x.items() if v is not None}
   y = selective_scan(**x, delta_softplus=True, impl="reference")
   t = lambda a: jnp.swapaxes(a, 1, 2)
   y_last = selective_scan_channels_last(
@@ -363,7 +369,10 @@ def test_auto_falls_back_once_when_the_triton_lowering_is_missing(on_backend, mo
   assert "cannot be imported" in warning
   with pytest.raises(RuntimeError, match="impl='pallas' needs Pallas's Triton lowering"):
     pallas_gpu.scan_pallas(
-      *(jnp.zeros((1, 64, 1, 1)),) * 2, jnp.zeros((1, 1, 1)), *(jnp.zeros((1, 64, 1, 1)),) * 2
+      *(jnp.zeros((1, 64, 1, 1)),) * 2,
+      jnp.zeros((1, 1, 1)),
+      *(jnp.zeros((1, 64, 1, 1)),) * 2,
+      jnp.zeros((1, 1, 1, 1)),
     )
 
 
