@@ -19,8 +19,9 @@ Faithful to the official code (docs/architectures.md section 1, docs/parity.md s
 Paper size (Config()): C = 60, 8 + 8 extraction blocks, 2 token-swap stages, 5 M3 blocks,
 8 reconstruction blocks: 1,347,271 parameters. TinyConfig ("mambadfuse_tiny") is for tests.
 Each stack of blocks runs as one loop (`fusionjax.layers.mamba.scan_modules`, rematerialised
-under differentiation): XLA's temporaries grow with one block, not with the depth
-(benchmarks/memory.py prints them per model and image size).
+under differentiation) and each mixer a chunk of tokens at a time (`mamba.over_token_chunks`):
+beyond the token streams, XLA's temporaries are one chunk of one block, neither the depth nor
+the image size (benchmarks/memory.py prints them per model and image size).
 Official state_dicts convert with `fusionjax.convert` through `torch_param_map`.
 """
 
@@ -37,6 +38,7 @@ from fusionjax.layers.mamba import (
   SingleMambaBlock,
   TokenSwapMamba,
   run_residual_stack,
+  run_residual_stacks,
   scan_modules,
 )
 from fusionjax.layers.torch_init import dt_rank_for, layer_norm, torch_conv
@@ -213,11 +215,9 @@ class MambaDFuse(nnx.Module):
 
   def dual_level_feature_extraction(self, a: jax.Array, b: jax.Array):
     """(batch, H, W, 1) x 2 -> (I1, I1 residual, I2, I2 residual), each (batch, HW, C)."""
-    i1, i1_residual = run_residual_stack(
-      self.high_level_feature_extraction1, self.patch_embed(self.low_level_features(a))
-    )
-    i2, i2_residual = run_residual_stack(
-      self.high_level_feature_extraction2, self.patch_embed(self.low_level_features(b))
+    (i1, i2), (i1_residual, i2_residual) = run_residual_stacks(
+      [self.high_level_feature_extraction1, self.high_level_feature_extraction2],
+      jnp.stack([self.patch_embed(self.low_level_features(x)) for x in (a, b)]),
     )
     return i1, i1_residual, i2, i2_residual
 
