@@ -31,7 +31,7 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from fusionjax import config_lib, convert, fuse, training
+from fusionjax import config_lib, convert, fuse, models, training
 from fusionjax.training import sharding
 
 _LOG = logging.getLogger("run")
@@ -67,6 +67,13 @@ _WEIGHTS = flags.DEFINE_string(
   None,
   "fuse with a fusionjax-convert output folder instead of a run (no "
   "--config or --workdir; needs --input_a, --input_b and --output)",
+)
+_PRETRAINED = flags.DEFINE_string(
+  "pretrained",
+  None,
+  "fuse with a model fusionjax ships: its name, or a task (ivf, ct_mri, pet_mri, spect_mri) "
+  "for that task's default (fusionjax.models.list_pretrained() lists them; no --config or "
+  "--workdir; needs --input_a, --input_b and --output)",
 )
 _PROTOCOL = flags.DEFINE_enum(
   "protocol",
@@ -105,6 +112,7 @@ _USER_ERRORS = (
   config_lib.ConfigError,
   training.CheckpointMismatchError,
   training.NonFiniteLossError,
+  models.PretrainedError,
 )
 # Flags each mode uses besides --config, --workdir, --mode and --compilation_cache.
 _OUTPUT_FLAGS = ("checkpoint", "overwrite", "skip_existing", "memory_budget", "tile_size")
@@ -115,14 +123,12 @@ _MODE_FLAGS = {
   "fuse": _OUTPUT_FLAGS + _INPUT_FLAGS,
   "all": _OUTPUT_FLAGS + _INPUT_FLAGS,
 }
-_WEIGHTS_FLAGS = (
-  "weights",
-  "swap_inputs",
-  "overwrite",
-  "skip_existing",
-  "memory_budget",
-  "tile_size",
-) + _INPUT_FLAGS
+_PARAMS_FLAGS = ("overwrite", "skip_existing", "memory_budget", "tile_size") + _INPUT_FLAGS
+# Flags of fusing with given params (no run): a converted folder, or a shipped model.
+_SOURCE_FLAGS = {
+  "weights": ("weights", "swap_inputs") + _PARAMS_FLAGS,
+  "pretrained": ("pretrained",) + _PARAMS_FLAGS,
+}
 _UNITS = {
   "": 1,
   "b": 1,
@@ -194,20 +200,31 @@ def _set(name: str) -> bool:
   return flags.FLAGS[name].present > 0
 
 
+def _params_source() -> str | None:
+  """ "weights" or "pretrained": the flag that fuses with given params instead of a run."""
+  given = [name for name in _SOURCE_FLAGS if flags.FLAGS[name].value]
+  if len(given) > 1:
+    raise UsageError("--weights and --pretrained exclude each other")
+  return given[0] if given else None
+
+
 def _check_flags() -> None:
   """Refuses flags the mode does not use, missing ones, and inputs that do not exist."""
-  if _WEIGHTS.value:
+  source = _params_source()
+  if source:
     if _set("mode") and _MODE.value != "fuse":
-      raise UsageError("--weights only fuses: use --mode=fuse")
-    used = _WEIGHTS_FLAGS
+      raise UsageError(f"--{source} only fuses: use --mode=fuse")
+    used = _SOURCE_FLAGS[source]
   else:
     if _CONFIG.value is None:
-      raise UsageError("--config is required (or --weights=DIR with --mode=fuse)")
+      raise UsageError(
+        "--config is required (or --pretrained=NAME or --weights=DIR with --mode=fuse)"
+      )
     used = _MODE_FLAGS[_MODE.value]
-  always = ("mode", "compilation_cache") + (() if _WEIGHTS.value else ("config", "workdir"))
+  always = ("mode", "compilation_cache") + (() if source else ("config", "workdir"))
   ignored = [name for name in _flag_names() if _set(name) and name not in used + always]
   if ignored:
-    what = "--weights" if _WEIGHTS.value else f"--mode={_MODE.value}"
+    what = f"--{source}" if source else f"--mode={_MODE.value}"
     raise UsageError(f"{what} does not use {', '.join('--' + n for n in ignored)}")
   if _OVERWRITE.value and _SKIP_EXISTING.value:
     raise UsageError("--overwrite and --skip_existing exclude each other")
@@ -231,6 +248,7 @@ def _flag_names() -> list[str]:
       _OVERWRITE,
       _SKIP_EXISTING,
       _WEIGHTS,
+      _PRETRAINED,
       _PROTOCOL,
       _SWAP_INPUTS,
       _MEMORY_BUDGET,
@@ -244,11 +262,16 @@ def _check_inputs() -> None:
   inputs = [value for value in (_INPUT_A.value, _INPUT_B.value) if value is not None]
   if len(inputs) == 1:
     raise UsageError("give both --input_a and --input_b (two files or two folders)")
-  if _WEIGHTS.value:
-    if not (inputs and _OUTPUT.value):
-      raise UsageError("--weights needs --input_a, --input_b and --output")
-    if not pathlib.Path(_WEIGHTS.value).is_dir():
-      raise UsageError(f"--weights={_WEIGHTS.value}: no such folder (a fusionjax-convert output)")
+  source = _params_source()
+  if source and not (inputs and _OUTPUT.value):
+    raise UsageError(f"--{source} needs --input_a, --input_b and --output")
+  if _WEIGHTS.value and not pathlib.Path(_WEIGHTS.value).is_dir():
+    raise UsageError(f"--weights={_WEIGHTS.value}: no such folder (a fusionjax-convert output)")
+  if _PRETRAINED.value:
+    try:
+      models.pretrained_entry(_PRETRAINED.value)
+    except models.PretrainedError as error:
+      raise UsageError(f"--pretrained={_PRETRAINED.value}: {error}") from None
   for path in inputs:
     if not pathlib.Path(path).exists():
       raise UsageError(f"input not found: {path}")
@@ -280,7 +303,7 @@ def _options() -> fuse.Options:
 def _output_choice() -> dict:
   """overwrite / skip_existing for eval and fuse: --mode=all skips existing outputs unless
   --overwrite, so that a rerun finishes what is missing."""
-  rerun_finishes = _MODE.value == "all" and not _WEIGHTS.value and not _OVERWRITE.value
+  rerun_finishes = _MODE.value == "all" and not _params_source() and not _OVERWRITE.value
   skip = _SKIP_EXISTING.value or rerun_finishes
   return dict(overwrite=_OVERWRITE.value, skip_existing=skip, options=_options())
 
@@ -290,6 +313,20 @@ def fuse_with_weights() -> list[pathlib.Path]:
   fuser = fuse.model_fuser(
     convert.load_params(_WEIGHTS.value), swap_inputs=_SWAP_INPUTS.value, protocol=_PROTOCOL.value
   )
+  return fuse.fuse_paths(fuser, _INPUT_A.value, _INPUT_B.value, _OUTPUT.value, **_output_choice())
+
+
+def fuse_with_pretrained() -> list[pathlib.Path]:
+  """--pretrained: fuses --input_a/--input_b into --output with a shipped model."""
+  entry = models.pretrained_entry(_PRETRAINED.value)
+  _LOG.info(
+    "pretrained model %s (%s, task %s: input_a %s, input_b %s)",
+    entry.name,
+    entry.model,
+    entry.task,
+    *entry.inputs,
+  )
+  fuser = fuse.model_fuser(models.pretrained(entry.name), name=entry.name, protocol=_PROTOCOL.value)
   return fuse.fuse_paths(fuser, _INPUT_A.value, _INPUT_B.value, _OUTPUT.value, **_output_choice())
 
 
@@ -327,7 +364,7 @@ def main(argv):
     sharding.initialize_distributed()
   except ValueError as error:
     _fail(str(error))
-  if jax.process_count() > 1 and (_WEIGHTS.value or _MODE.value != "train"):
+  if jax.process_count() > 1 and (_params_source() or _MODE.value != "train"):
     _fail(
       f"a job of {jax.process_count()} processes only trains (--mode=train); evaluate and "
       "fuse afterwards in one process"
@@ -344,8 +381,8 @@ def main(argv):
     jax.devices(),
   )
   try:
-    if _WEIGHTS.value:
-      paths = fuse_with_weights()
+    if _params_source():
+      paths = fuse_with_weights() if _WEIGHTS.value else fuse_with_pretrained()
       print(f"fused {len(paths)} pair(s) into {paths[0].parent if paths else '-'}")
     else:
       run_config()

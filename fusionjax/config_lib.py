@@ -142,15 +142,17 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
   Raises:
     ConfigError: model.name is not a registered model, is a model of another family than the
-      config's loss (another config file is needed), or a set field does not fit it.
+      config's model section was made for (another config file is needed), or a set field does
+      not fit it. The loss may be any family's (`loss.name`): every loss takes (a, b, fused).
   """
   section = config.model.to_dict()
   name = section.pop("name")
   family = model_family(name)
-  if config.loss.name != family:
+  config_cls, _ = _lookup(name)
+  if set(section) != {field.name for field in dataclasses.fields(config_cls)}:
     raise ConfigError(
-      f"model.name={name!r} is a {family} model but this config trains "
-      f"{config.loss.name} (its loss); use a configs/{family}_*.py file"
+      f"model.name={name!r} is a {family} model but this config's model section holds "
+      f"another family's fields; use a configs/{family}_*.py file"
     )
   try:
     _, resolved = models.resolve_config({"name": name, **section})
@@ -178,8 +180,12 @@ def base_config(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       # pairs embedded in the package (fusionjax.data.sample_dir()).
       data_dir="",
       manual_dir="",
+      # Split names, or TFDS slices of a prepared dataset ("train[17:]"; needs data_dir).
       train_split="train",
       eval_split="test",
+      # Pair names never read from either split (e.g. fusionjax.data.overlap's near-copies
+      # of test pairs).
+      exclude_names=(),
       # Feed the model (img_b, img_a) instead of (img_a, img_b), where img_a is the grey
       # modality (ir, mri, pc) and img_b the other (vi, ct, pet, spect, gfp). The Y
       # convention of img_b is the model family's (`InferenceSpec.y_convention`).
@@ -273,4 +279,33 @@ def shrink(config: ml_collections.ConfigDict, *, train_split: str) -> ml_collect
   config.optim.end_learning_rate *= scale
   if config.optim.schedule == "warmup_cosine":
     config.optim.warmup_steps = TINY_NUM_STEPS // 10
+  return config
+
+
+def pretrained_recipe(
+  config: ml_collections.ConfigDict,
+  *,
+  learning_rate: float,
+  warmup_steps: int,
+  num_steps: int,
+  every_steps: int = 250,
+) -> ml_collections.ConfigDict:
+  """Sets, in place, what the recipes of the shipped models (configs/pretrained/) share: Adam,
+  a linear warm-up from 1e-5 to `learning_rate` over `warmup_steps`, then cosine decay to 1e-5
+  at `num_steps`; an EMA of the parameters (decay 0.995, what validation and the shipped weights
+  use); validation and checkpoints every `every_steps`; one reading thread (training runs one
+  per CPU core)."""
+  config.data.num_threads = 1
+  config.optim.update(
+    optimizer="adam",
+    schedule="warmup_cosine",
+    init_learning_rate=1e-5,
+    learning_rate=learning_rate,
+    end_learning_rate=1e-5,
+    warmup_steps=warmup_steps,
+    ema_decay=0.995,
+  )
+  config.train.num_steps = num_steps
+  config.eval.update(every_steps=every_steps, num_samples=4, baselines=True)
+  config.ckpt.update(every_steps=every_steps, keep_last=2)
   return config

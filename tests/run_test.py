@@ -67,6 +67,13 @@ def _write_pairs(folder: pathlib.Path, names=("p0", "p1"), shape=(24, 20)) -> tu
       ["--weights=.", "--input_a=x", "--input_b=y"],
       "--weights needs --input_a, --input_b and --output",
     ),
+    (["--pretrained=ct_mri", "--mode=train"], "--pretrained only fuses"),
+    (["--pretrained=ct_mri", "--weights=."], "--weights and --pretrained exclude each other"),
+    (["--pretrained=ct_mri", "--swap_inputs"], "--pretrained does not use --swap_inputs"),
+    (
+      ["--pretrained=nope", "--input_a=.", "--input_b=.", "--output=o"],
+      "--pretrained=nope: no pretrained model 'nope'",
+    ),
   ],
 )
 def test_bad_command_lines_are_one_line_errors(args, message):

@@ -255,9 +255,12 @@ CONFIG_FILE = "config.json"
 PARAMS_FILE = "params.safetensors"
 
 
-def save_params(params, directory, model_name: str, config, *, overwrite: bool = False) -> None:
+def save_params(
+  params, directory, model_name: str, config, *, overwrite: bool = False, dtype=None
+) -> None:
   """Writes `params` of model `model_name` built with `config` to DIR/config.json and
-  DIR/params.safetensors (see the module docstring); the RNG streams are not saved.
+  DIR/params.safetensors (see the module docstring); the RNG streams are not saved. `dtype`
+  (e.g. jnp.bfloat16) stores the tensors in it instead of their own (`load_params` casts back).
 
   Refuses to replace existing files unless `overwrite`; each file is written under a temporary
   name and then renamed, so an interrupted run leaves no half-written file.
@@ -270,7 +273,7 @@ def save_params(params, directory, model_name: str, config, *, overwrite: bool =
       f"{', '.join(existing)} already exist; pass overwrite=True (--overwrite) to replace them"
     )
   tensors = {
-    ".".join(map(str, path)): np.ascontiguousarray(var.get_value())
+    ".".join(map(str, path)): np.ascontiguousarray(var.get_value(), dtype=dtype)
     for path, var in _weights(nnx.to_flat_state(params.state))
   }
   with atomic_output(directory / PARAMS_FILE, overwrite=True) as temporary:

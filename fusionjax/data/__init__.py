@@ -11,6 +11,7 @@ from fusionjax.data.io import (
   decode_pair,
   pair_folders,
   read_image,
+  record_name,
   sample_dir,
 )
 from fusionjax.data.pipeline import (
@@ -28,6 +29,7 @@ __all__ = [
   "pair_folders",
   "read_example",
   "read_image",
+  "record_name",
   "sample_dir",
   "stack_examples",
   "to_model_input",

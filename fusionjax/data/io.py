@@ -217,6 +217,11 @@ def pair_folders(
   return [ImagePair(name, images_a[name], images_b[name]) for name in sorted(images_a)]
 
 
+def record_name(record: dict) -> str:
+  """A record's pair name as str (TFDS records hold bytes)."""
+  return _as_str(record["name"])
+
+
 def _paths(record: dict) -> tuple[str, str, str]:
   """A record's name, path_a and path_b as str."""
   return tuple(_as_str(record[key]) for key in ("name", "path_a", "path_b"))

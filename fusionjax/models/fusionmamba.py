@@ -109,6 +109,20 @@ class CtMriConfig(Config):
 
 
 @dataclasses.dataclass(frozen=True)
+class SmallConfig(Config):
+  """A reduced FusionMamba that trains on 2 CPU cores (the shipped medical models): the same
+  four levels and graph, 24 channels at level 0 (not 96), two blocks per stage (not up to nine),
+  d_state 8, MLP ratio 2, and native resolution ("pad"): 6.3M parameters against 164.5M."""
+
+  embed_dim: int = 24
+  depths: tuple[int, ...] = (2, 2, 2, 2)
+  decoder_depths: tuple[int, ...] = (2, 2, 2, 2)
+  d_state: int = 8
+  mlp_ratio: float = 2.0
+  input_fit: Literal["resize", "pad"] = "pad"
+
+
+@dataclasses.dataclass(frozen=True)
 class TinyConfig(Config):
   """A small FusionMamba for tests and CPU smoke runs (same graph, fewer and narrower layers)."""
 
@@ -347,6 +361,7 @@ FAMILY = registry.Family(
   variants={
     "fusionmamba": Config,
     "fusionmamba_ct_mri": CtMriConfig,
+    "fusionmamba_small": SmallConfig,
     "fusionmamba_tiny": TinyConfig,
   },
   loss=fusionmamba_loss.make_loss,

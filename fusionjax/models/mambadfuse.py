@@ -89,6 +89,19 @@ class Config:
 
 
 @dataclasses.dataclass(frozen=True)
+class SmallConfig(Config):
+  """A reduced MambaDFuse that trains on 2 CPU cores (a shipped medical model): C = 24, N = 8,
+  two blocks of each kind and one token-swap stage, the official graph otherwise."""
+
+  embed_dim: int = 24
+  d_state: int = 8
+  num_extraction_blocks: int = 2
+  num_token_swap_stages: int = 1
+  num_m3_blocks: int = 2
+  num_reconstruction_blocks: int = 2
+
+
+@dataclasses.dataclass(frozen=True)
 class TinyConfig(Config):
   """A small MambaDFuse for tests and CPU smoke runs: C = 8, N = 4, one block of each kind."""
 
@@ -372,7 +385,11 @@ def official_grey(image_a, image_b):
 FAMILY = registry.Family(
   name="mambadfuse",
   model=MambaDFuse,
-  variants={"mambadfuse": Config, "mambadfuse_tiny": TinyConfig},
+  variants={
+    "mambadfuse": Config,
+    "mambadfuse_small": SmallConfig,
+    "mambadfuse_tiny": TinyConfig,
+  },
   loss=mambadfuse_loss.make_loss,
   # It reads precomputed VI_Y/PET_Y/SPECT_Y files, 8-bit MATLAB rgb2ycbcr (studio range:
   # black at exactly 16), and recolours with MATLAB ycbcr2rgb; tensor2uint clamps and rounds.

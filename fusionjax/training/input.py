@@ -12,12 +12,35 @@ from fusionjax import data, models
 from fusionjax.data import builders
 
 
+class _Subset(Sequence):
+  """The records of `source` at `indices`, in that order."""
+
+  def __init__(self, source: Sequence[dict], indices: Sequence[int]):
+    self._source, self._indices = source, list(indices)
+
+  def __len__(self) -> int:
+    return len(self._indices)
+
+  def __getitem__(self, index: int) -> dict:
+    return self._source[self._indices[index]]
+
+
 def pair_source(data_config: ml_collections.ConfigDict, split: str) -> Sequence[dict]:
-  """Random-access records (fusionjax.data.io) of `split` of data_config.dataset.
+  """Random-access records (fusionjax.data.io) of `split` of data_config.dataset, without the
+  pairs named in data_config.exclude_names.
 
   Read from TFDS array_record files in data_dir (prepared first from manual_dir when that is
   set too), else from the folders in manual_dir, else from the pairs embedded in the package.
   """
+  source = _split_source(data_config, split)
+  excluded = set(data_config.get("exclude_names", ()))
+  if not excluded:
+    return source
+  kept = [i for i in range(len(source)) if data.record_name(source[i]) not in excluded]
+  return _Subset(source, kept)
+
+
+def _split_source(data_config: ml_collections.ConfigDict, split: str) -> Sequence[dict]:
   if not data_config.dataset:
     raise ValueError("data.dataset is empty; set it to a fusionjax TFDS dataset name")
   try:

@@ -1,0 +1,567 @@
+r"""The quality of the models fusionjax ships, scored beside the classical baselines in one run.
+
+Usage:
+  python benchmarks/quality.py --data-dir=/path/to/data                 # writes docs/quality/
+  python benchmarks/quality.py --data-dir=/path/to/data --update-index  # also each index entry
+  python benchmarks/quality.py --data-dir=/path/to/data --models=s4fusion_ivf \
+      --sets=roadscene --num-pairs=3 --no-grids --out=/tmp/quality      # a quick look
+
+--data-dir is the folder that holds the test sets, in the layout of docs/data.md
+(`<dataset>/test/<modality>/<name>.png`, e.g. `roadscene/test/ir/FLIR_00211.png`). Any layout
+that the dataset's builder in `fusionjax.data.builders` accepts works too, e.g. a MMIF-CDDFuse
+clone for `roadscene` and the `harvard_cddfuse_*` sets.
+
+What is compared on each test set (`EVAL_SETS`: the test splits of docs/data.md):
+
+* every shipped model of the set's task (`fusionjax.models.list_pretrained`), fused as
+  `run.py --pretrained` fuses (`fusionjax.fuse.model_fuser`: a colour source is fused as Y in
+  the model's convention and its colour is put back). `gfp_pc` has no task of its own: every
+  medical model is scored on it as a transfer (pc in MRI's place, gfp in the colour
+  modality's), labelled "transfer";
+* every classical baseline (`fusionjax.baselines`), on the same pairs in the same run;
+* beside them, numbers labelled "published" where a paper used the same pairs and the same
+  metric code (`PUBLISHED`: CDDFuse on RoadScene).
+
+Conventions: `fusionjax.evaluation` scores the fused 8-bit images as written, grey levels read
+the way the CDDFuse evaluator reads files. EN, SD, SF, MI, SCD, VIF, Qabf, SSIM and AG follow
+the CDDFuse Python evaluator (docs/metrics.md section 6; its SSIM is the sum over the two
+sources); FMI (pixel features), MS_SSIM (MEF-MS-SSIM) and Nabf follow Tang's MATLAB toolbox.
+Each value is a mean over the pairs. Higher is better except for Nabf. The best value of each
+column is bold. FMI takes seconds per image, so a full run takes tens of minutes on a CPU.
+
+Goals, printed and written into the README, for each shipped model on each test set of its
+task. On how many of `GOAL_METRICS` (the eight of CDDFuse's tables) does it beat every
+baseline? The goal is `GOAL_BEATS_BASELINES`. On roadscene, on how many does it reach
+CDDFuse's published value? That means its mean, rounded to the paper's 2 decimals, is at least
+the published one; the goal is `GOAL_REACHES_PUBLISHED`. Where a model falls short, the margins
+are listed.
+
+Outputs: `--out` (default docs/quality/) gets README.md (every table, the goals and the models
+scored; only what this run scored: the committed one comes from a run without --models,
+--sets or --num-pairs, and published rows appear only beside whole test sets) and one
+`<set>.png` per test set: its first `--grid-pairs` pairs, with source a, source b, each
+baseline and each model, reduced below `GRID_MAX_BYTES`. The fused images, per-pair
+`metrics.csv` and full-size grids go to `--work-dir` (default: a temporary folder, removed
+afterwards). `--update-index` writes each model's means into its index entry's `test_metrics`
+as {set: {metric: mean}} (`fusionjax.models.shipped.write_index`). It needs whole test sets,
+so it refuses `--num-pairs`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import pathlib
+import shlex
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from io import BytesIO
+from typing import NamedTuple
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import jax  # noqa: E402
+import tensorflow_datasets as tfds  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from fusionjax import evaluation, fuse, models  # noqa: E402
+from fusionjax.baselines import Fuser  # noqa: E402
+from fusionjax.data import builders, io  # noqa: E402
+from fusionjax.models import shipped  # noqa: E402
+
+SPLIT = "test"
+MEDICAL_TASKS = ("ct_mri", "pet_mri", "spect_mri")
+# The eight metrics of CDDFuse's tables (its Python evaluator), then four of Tang's toolbox.
+GOAL_METRICS = ("EN", "SD", "SF", "MI", "SCD", "VIF", "Qabf", "SSIM")
+METRICS = (*GOAL_METRICS, "AG", "FMI", "MS_SSIM", "Nabf")
+LOWER_IS_BETTER = frozenset({"Nabf"})
+GOAL_BEATS_BASELINES = 5
+GOAL_REACHES_PUBLISHED = 4
+PUBLISHED_DECIMALS = 2
+DECIMALS = {"Nabf": 4}  # shown in the tables; 3 for the others
+GRID_MAX_BYTES = 400_000
+
+# Z. Zhao et al., "CDDFuse: Correlation-Driven Dual-Branch Feature Decomposition for
+# Multi-Modality Image Fusion", CVPR 2023: the RoadScene block of its infrared-visible results
+# table. Same 50 test pairs (docs/data.md) and the same evaluator (MMIF-CDDFuse
+# utils/Evaluator.py, which `fusionjax.metrics` reproduces), means printed with 2 decimals.
+PUBLISHED = {
+  "roadscene": {
+    "CDDFuse": {
+      "EN": 7.44,
+      "SD": 54.67,
+      "SF": 16.36,
+      "MI": 2.30,
+      "SCD": 1.81,
+      "VIF": 0.69,
+      "Qabf": 0.52,
+      "SSIM": 0.98,
+    }
+  }
+}
+
+
+class EvalSet(NamedTuple):
+  """One test set.
+
+  Attributes:
+    name: its dataset folder in docs/data.md (also its key in `Entry.test_metrics`).
+    dataset: its `fusionjax.data.builders` dataset ("harvard/cddfuse_ct_mri").
+    task: the task whose models are scored on it; None scores every medical model as a
+      transfer.
+  """
+
+  name: str
+  dataset: str
+  task: str | None
+
+
+EVAL_SETS = (
+  EvalSet("roadscene", "roadscene", "ivf"),
+  *(
+    eval_set
+    for task in MEDICAL_TASKS
+    for eval_set in (
+      EvalSet(f"harvard_{task}", f"harvard/{task}", task),
+      EvalSet(f"harvard_cddfuse_{task}", f"harvard/cddfuse_{task}", task),
+    )
+  ),
+  EvalSet("gfp_pc", "gfp_pc", None),
+)
+
+
+def pair_spec(dataset: str) -> builders.PairSpec:
+  """The modalities and accepted layouts of a builders dataset ("roadscene", "harvard/ct_mri")."""
+  name, _, config = dataset.partition("/")
+  builder = tfds.builder_cls(name)
+  if not config:
+    return builder.SPEC
+  return next(item.spec for item in builder.BUILDER_CONFIGS if item.name == config)
+
+
+def eval_pairs(eval_set: EvalSet, data_dir: pathlib.Path) -> list[io.ImagePair]:
+  """The set's test pairs under data_dir, sorted by name, read as its builder reads them."""
+  return pair_spec(eval_set.dataset).find_splits(data_dir)[SPLIT].pairs(data_dir)
+
+
+def task_roles(task: str) -> tuple[str, str]:
+  """The modalities (a, b) of a task's test sets ("mri", "ct")."""
+  first = next(item for item in EVAL_SETS if item.task == task)
+  spec = pair_spec(first.dataset)
+  return spec.modality_a, spec.modality_b
+
+
+def swap_inputs(entry: shipped.Entry) -> bool:
+  """Whether the model takes the test sets' (a, b) in reverse order (its `inputs`)."""
+  roles = task_roles(entry.task)
+  if tuple(entry.inputs) not in (roles, roles[::-1]):
+    raise ValueError(
+      f"{entry.name}: inputs {entry.inputs} are not the {entry.task} modalities {roles}"
+    )
+  return tuple(entry.inputs) == roles[::-1]
+
+
+def models_for(eval_set: EvalSet, entries: Sequence[shipped.Entry]):
+  """The entries scored on a set: those of its task, or every medical one (transfer)."""
+  tasks = MEDICAL_TASKS if eval_set.task is None else (eval_set.task,)
+  return [entry for entry in entries if entry.task in tasks]
+
+
+def is_better(value: float, other: float, metric: str) -> bool:
+  """Whether value beats other (False when either is NaN)."""
+  return value < other if metric in LOWER_IS_BETTER else value > other
+
+
+def best_of(values: Sequence[float], metric: str) -> float:
+  """The best of values (NaN ignored; NaN when all are)."""
+  values = [value for value in values if not math.isnan(value)]
+  if not values:
+    return math.nan
+  return min(values) if metric in LOWER_IS_BETTER else max(values)
+
+
+def margin(value: float, other: float, metric: str) -> float:
+  """How far value is ahead of other: positive when it is better."""
+  return other - value if metric in LOWER_IS_BETTER else value - other
+
+
+@dataclasses.dataclass(frozen=True)
+class SetResult:
+  """A test set's scores.
+
+  Attributes:
+    eval_set: the set.
+    pairs: pairs scored (the first ones by name).
+    total_pairs: pairs in the set.
+    baselines: the baselines' names, in table order.
+    models: the entries scored.
+    means: {method: {metric: mean}}, methods by name (models by entry name).
+    grid: the reduced image grid written, if any.
+  """
+
+  eval_set: EvalSet
+  pairs: int
+  total_pairs: int
+  baselines: list[str]
+  models: list[shipped.Entry]
+  means: dict[str, dict[str, float]]
+  grid: pathlib.Path | None
+
+  @property
+  def published(self) -> dict[str, dict[str, float]]:
+    return PUBLISHED.get(self.eval_set.name, {}) if self.pairs == self.total_pairs else {}
+
+  @property
+  def transfer(self) -> bool:
+    return self.eval_set.task is None
+
+
+class Goal(NamedTuple):
+  """One of a model's goals on one test set."""
+
+  model: str
+  eval_set: str
+  reference: str  # "every baseline" or "<paper> (published)"
+  achieved: list[str]  # the GOAL_METRICS it meets
+  target: int
+  margins: dict[str, float]  # per GOAL_METRICS: ahead of the reference (> 0) or behind
+
+  @property
+  def met(self) -> bool:
+    return len(self.achieved) >= self.target
+
+  def describe(self) -> str:
+    verb = "beats" if self.reference == "every baseline" else "reaches"
+    line = (
+      f"{self.model} on {self.eval_set}: {verb} {self.reference} on {len(self.achieved)} of "
+      f"{len(GOAL_METRICS)} (goal >= {self.target}: {'met' if self.met else 'short'})"
+    )
+    if not self.met:
+      short = ", ".join(
+        f"{metric} {self.margins[metric]:+.3f}"
+        for metric in GOAL_METRICS
+        if metric not in self.achieved
+      )
+      line += f"; margins where not: {short}"
+    return line
+
+
+def goals(result: SetResult) -> list[Goal]:
+  """Each scored model's goals on a set (none for a transfer set)."""
+  if result.transfer:
+    return []
+  found = []
+  for entry in result.models:
+    values = result.means[entry.name]
+    best = {
+      metric: best_of([result.means[name][metric] for name in result.baselines], metric)
+      for metric in GOAL_METRICS
+    }
+    found.append(
+      Goal(
+        entry.name,
+        result.eval_set.name,
+        "every baseline",
+        [m for m in GOAL_METRICS if is_better(values[m], best[m], m)],
+        GOAL_BEATS_BASELINES,
+        {m: margin(values[m], best[m], m) for m in GOAL_METRICS},
+      )
+    )
+    for paper, published in result.published.items():
+      found.append(
+        Goal(
+          entry.name,
+          result.eval_set.name,
+          f"{paper} (published)",
+          [
+            m
+            for m in GOAL_METRICS
+            if not is_better(published[m], round(values[m], PUBLISHED_DECIMALS), m)
+            and not math.isnan(values[m])
+          ],
+          GOAL_REACHES_PUBLISHED,
+          {m: margin(values[m], published[m], m) for m in GOAL_METRICS},
+        )
+      )
+  return found
+
+
+def markdown_table(result: SetResult) -> str:
+  """Rows: baselines, models, published numbers (with their own decimals); columns: METRICS;
+  the best of each bold."""
+  rows = [(name, "baseline", result.means[name], None) for name in result.baselines]
+  kind = "transfer" if result.transfer else "shipped"
+  rows += [(entry.name, kind, result.means[entry.name], None) for entry in result.models]
+  rows += [
+    (paper, "published", values, PUBLISHED_DECIMALS) for paper, values in result.published.items()
+  ]
+  best = {
+    metric: best_of([row[2][metric] for row in rows if metric in row[2]], metric)
+    for metric in METRICS
+  }
+  lines = [
+    "| method | kind | " + " | ".join(METRICS) + " |",
+    "|---|---|" + "---:|" * len(METRICS),
+  ]
+  for name, row_kind, values, decimals in rows:
+    cells = []
+    for metric in METRICS:
+      if metric not in values:
+        cells.append("–")
+        continue
+      text = f"{values[metric]:.{decimals or DECIMALS.get(metric, 3)}f}"
+      cells.append(f"**{text}**" if values[metric] == best[metric] else text)
+    lines.append(f"| {name} | {row_kind} | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def compact_png(source: pathlib.Path, target: pathlib.Path, max_bytes: int = GRID_MAX_BYTES):
+  """Writes source as a 256-colour PNG at target, scaled down by steps until under max_bytes."""
+  image = Image.open(source).convert("RGB")
+  while True:
+    buffer = BytesIO()
+    image.quantize(colors=256).save(buffer, format="PNG", optimize=True)
+    if buffer.tell() <= max_bytes:
+      break
+    width, height = image.size
+    image = image.resize((round(width * 0.85), round(height * 0.85)), Image.Resampling.LANCZOS)
+  with fuse.atomic_output(target, overwrite=True) as temporary:
+    temporary.write_bytes(buffer.getvalue())
+  return target
+
+
+def score_set(
+  eval_set: EvalSet,
+  entries: Sequence[shipped.Entry],
+  data_dir: pathlib.Path,
+  work_dir: pathlib.Path,
+  out_dir: pathlib.Path | None,
+  *,
+  load_params: Callable[[str], models.Params],
+  num_pairs: int | None = None,
+  grid_pairs: int = 3,
+) -> SetResult:
+  """Fuses and scores a set with every baseline and `entries`; writes `<set>.png` to out_dir
+  (None: no grid)."""
+  pairs = eval_pairs(eval_set, data_dir)
+  chosen = pairs[:num_pairs] if num_pairs else pairs
+  baselines = evaluation.baseline_fusers()
+  fusers: list[Fuser] = [
+    fuse.model_fuser(load_params(entry.name), name=entry.name, swap_inputs=swap_inputs(entry))
+    for entry in entries
+  ]
+  report = evaluation.evaluate(
+    [*baselines, *fusers],
+    io.PairedFolderSource(chosen),
+    work_dir / eval_set.name,
+    metric_names=METRICS,
+    grid_pairs=grid_pairs if out_dir else 1,
+    overwrite=True,
+    progress=False,
+  )
+  grid = compact_png(report.grid_path, out_dir / f"{eval_set.name}.png") if out_dir else None
+  return SetResult(
+    eval_set,
+    len(chosen),
+    len(pairs),
+    [fuser.name for fuser in baselines],
+    list(entries),
+    report.means,
+    grid,
+  )
+
+
+def updated_entries(
+  entries: Sequence[shipped.Entry], results: Sequence[SetResult]
+) -> list[shipped.Entry]:
+  """The entries with each scored set's means in their test_metrics (other sets kept)."""
+  updated = []
+  for entry in entries:
+    test_metrics = dict(entry.test_metrics)
+    for result in results:
+      if any(scored.name == entry.name for scored in result.models):
+        test_metrics[result.eval_set.name] = {
+          metric: round(value, 4) for metric, value in result.means[entry.name].items()
+        }
+    updated.append(dataclasses.replace(entry, test_metrics=test_metrics))
+  return updated
+
+
+def readme(results: Sequence[SetResult], command: str) -> str:
+  """docs/quality/README.md: the models, the goals, a table and grid per set."""
+  scored = list({entry.name: entry for result in results for entry in result.models}.values())
+  lines = [
+    "# Quality of the shipped models",
+    "",
+    f"Written by `{command}`",
+    f"(JAX {jax.__version__}, {jax.devices()[0].platform}); do not edit by hand. The script's",
+    "docstring (`benchmarks/quality.py`) says what is compared and how; docs/metrics.md defines",
+    "the metrics, docs/data.md the test sets and their overlaps with training sets.",
+    "",
+    "Each table lists the means over its pairs. EN to SSIM and AG follow the CDDFuse Python",
+    "evaluator (SSIM summed over the two sources); FMI (pixel), MS_SSIM (MEF-MS-SSIM) and Nabf",
+    "follow Tang's MATLAB toolbox. Higher is better, except Nabf. The best value of each column",
+    "is in bold. A published row comes from the paper, on the same pairs and with the same",
+    "metric code.",
+    "",
+    "## Models",
+    "",
+    "| name | model | task | inputs (a, b) | trained on | steps | hours | hardware | dtype |",
+    "|---|---|---|---|---|---:|---:|---|---|",
+  ]
+  lines += [
+    f"| {e.name} | {e.model} | {e.task} | {', '.join(e.inputs)} | {e.data} | {e.steps} | "
+    f"{e.wall_time_hours} | {e.hardware} | {e.dtype} |"
+    for e in scored
+  ]
+  lines += ["", "## Goals", ""]
+  lines += [f"* {goal.describe()}" for result in results for goal in goals(result)] or ["none"]
+  for result in results:
+    part = "" if result.pairs == result.total_pairs else f"; first {result.pairs} only"
+    what = "transfer of the medical models" if result.transfer else f"task {result.eval_set.task}"
+    lines += [
+      "",
+      f"## {result.eval_set.name}",
+      "",
+      f"{result.total_pairs} test pairs{part} ({what}).",
+      "",
+      markdown_table(result),
+    ]
+    if result.grid:
+      lines += [f"![{result.eval_set.name}]({result.grid.name})", ""]
+  return "\n".join(lines).rstrip() + "\n"
+
+
+def recorded_command(argv: Sequence[str]) -> str:
+  """The command line, with the machine's data folder replaced by a placeholder."""
+  words, hide = [], False
+  for word in argv:
+    if hide:
+      word, hide = "/path/to/data", False
+    elif word == "--data-dir":
+      hide = True
+    elif word.startswith("--data-dir="):
+      word = "--data-dir=/path/to/data"
+    words.append(word)
+  return shlex.join(["python", "benchmarks/quality.py", *words])
+
+
+def _names(text: str | None) -> list[str] | None:
+  return [name for name in text.split(",") if name] if text else None
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(
+    description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+  )
+  parser.add_argument(
+    "--data-dir",
+    required=True,
+    type=pathlib.Path,
+    help="folder of the test sets, layout of docs/data.md (<dataset>/test/<modality>/<name>.png)",
+  )
+  parser.add_argument("--out", type=pathlib.Path, default=REPO / "docs" / "quality")
+  parser.add_argument("--models", help="comma-separated shipped model names (default: all)")
+  parser.add_argument(
+    "--sets",
+    help=f"comma-separated test sets (default: all): {', '.join(s.name for s in EVAL_SETS)}",
+  )
+  parser.add_argument("--num-pairs", type=int, help="score only the first N pairs of each set")
+  parser.add_argument("--no-grids", action="store_true", help="write no image grids")
+  parser.add_argument("--grid-pairs", type=int, default=3, help="pairs shown per grid")
+  parser.add_argument(
+    "--update-index", action="store_true", help="write the means into the index's test_metrics"
+  )
+  parser.add_argument(
+    "--work-dir", type=pathlib.Path, help="keep fused images and metrics.csv here (default: none)"
+  )
+  parser.add_argument(
+    "--compilation-cache",
+    default="~/.cache/fusionjax/jax",
+    help="persistent XLA compilation cache ('' = off), as run.py's",
+  )
+  args = parser.parse_args(argv)
+  if args.update_index and args.num_pairs:
+    parser.error("--update-index writes whole test sets' means: drop --num-pairs")
+  if args.num_pairs is not None and args.num_pairs < 1:
+    parser.error("--num-pairs must be at least 1")
+  known = {item.name for item in EVAL_SETS}
+  unknown = sorted(set(_names(args.sets) or ()) - known)
+  if unknown:
+    parser.error(f"unknown test sets {unknown}; known: {sorted(known)}")
+  available = {entry.name for entry in models.list_pretrained()}
+  unknown = sorted(set(_names(args.models) or ()) - available)
+  if unknown:
+    parser.error(f"unknown models {unknown}; shipped: {sorted(available) or 'none'}")
+  if not args.data_dir.is_dir():
+    parser.error(f"--data-dir={args.data_dir}: no such folder")
+  return args
+
+
+def main(argv: Sequence[str]) -> list[SetResult]:
+  args = parse_args(argv)
+  if args.compilation_cache:
+    jax.config.update("jax_compilation_cache_dir", os.path.expanduser(args.compilation_cache))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+  chosen_models = _names(args.models)
+  entries = [
+    entry
+    for entry in models.list_pretrained()
+    if chosen_models is None or entry.name in chosen_models
+  ]
+  chosen_sets = _names(args.sets)
+  params_cache: dict[str, models.Params] = {}
+
+  def load_params(name: str) -> models.Params:
+    if name not in params_cache:
+      params_cache[name] = models.pretrained(name)
+    return params_cache[name]
+
+  out_dir = None if args.no_grids else args.out
+  results = []
+  with tempfile.TemporaryDirectory(prefix="fusionjax_quality_") as temporary:
+    work_dir = args.work_dir or pathlib.Path(temporary)
+    for eval_set in EVAL_SETS:
+      if chosen_sets is not None and eval_set.name not in chosen_sets:
+        continue
+      scored = models_for(eval_set, entries)
+      if not scored:
+        print(f"{eval_set.name}: skipped, no shipped model to score on it", flush=True)
+        continue
+      start = time.perf_counter()
+      result = score_set(
+        eval_set,
+        scored,
+        args.data_dir,
+        work_dir,
+        out_dir,
+        load_params=load_params,
+        num_pairs=args.num_pairs,
+        grid_pairs=args.grid_pairs,
+      )
+      print(
+        f"\n## {eval_set.name}: {result.pairs} of {result.total_pairs} pairs, "
+        f"{time.perf_counter() - start:.0f} s\n\n{markdown_table(result)}",
+        flush=True,
+      )
+      for goal in goals(result):
+        print(goal.describe())
+      results.append(result)
+  if not results:
+    return results
+  with fuse.atomic_output(args.out / "README.md", overwrite=True) as temporary_file:
+    temporary_file.write_text(readme(results, recorded_command(argv)))
+  print(f"\nwrote {args.out / 'README.md'}")
+  if args.update_index:
+    shipped.write_index(updated_entries(shipped.read_index(), results))
+    print(f"updated test_metrics in {shipped.INDEX_FILE}")
+  return results
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])

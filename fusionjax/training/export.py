@@ -1,0 +1,177 @@
+r"""Ships a trained run as a pretrained model (`fusionjax.models.pretrained`).
+
+  python -m fusionjax.training.export --config=configs/pretrained/s4fusion_ivf.py \
+      --workdir=runs/s4fusion_ivf --name=s4fusion_ivf --task=ivf --inputs=ir,vi \
+      --data="RoadScene train (154 pairs; 17 more held out for validation)" --default
+
+run from the repository root (the entry records the config file relative to it).
+
+writes the run's best checkpoint (its EMA parameters when kept) to
+fusionjax/pretrained/<name>/ in bfloat16 (or --dtype=float32) and its entry to
+fusionjax/pretrained/index.json: files' sha256, steps, the training's wall time (from the
+run's metrics.jsonl) and recipe, and draws the run's training loss and validation curves into
+docs/pretrained/<name>_curves.png (--curves_dir) for its model card. An existing entry of that
+name is replaced; its test metrics are kept until `benchmarks/quality.py --update-index`
+measures the new weights.
+"""
+
+import dataclasses
+import json
+import logging
+import pathlib
+
+import jax.numpy as jnp
+from absl import app, flags
+from flax import nnx
+from matplotlib.figure import Figure
+from ml_collections import config_flags
+
+from fusionjax import config_lib, convert, models
+from fusionjax.models import shipped
+from fusionjax.training import reports
+
+DTYPES = {"bfloat16": jnp.bfloat16, "float32": jnp.float32}
+HARDWARE = "2 shared CPU cores (x86-64), one run per core"
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "the run's config file", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "the run's folder")
+_NAME = flags.DEFINE_string("name", None, "the shipped model's name")
+_TASK = flags.DEFINE_enum("task", None, list(shipped.TASKS), "its task")
+_INPUTS = flags.DEFINE_list("inputs", None, "roles of the model's inputs a,b (e.g. ir,vi)")
+_DATA = flags.DEFINE_string("data", None, "what it was trained on and what was held out")
+_DEFAULT = flags.DEFINE_bool("default", False, "make it its task's default model")
+_DTYPE = flags.DEFINE_enum("dtype", "bfloat16", list(DTYPES), "storage dtype of the weights")
+_HARDWARE = flags.DEFINE_string("hardware", HARDWARE, "what it was trained on")
+_CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "which checkpoint")
+_CURVES_DIR = flags.DEFINE_string("curves_dir", "docs/pretrained", "where the curves go")
+# Validation metrics drawn in the curves (those the configs validate; others are skipped).
+CURVE_METRICS = ("Qabf", "VIF", "SSIM", "MI", "SF", "SD")
+
+
+def _records(workdir: pathlib.Path) -> list[dict]:
+  lines = (workdir / "metrics.jsonl").read_text().splitlines()
+  return [json.loads(line) for line in lines if line.strip()]
+
+
+def wall_time_hours(workdir: pathlib.Path) -> float:
+  """Hours from the run's first to its last metrics.jsonl record (one logging interval short
+  of the whole run; pauses between resumed sessions are counted too)."""
+  times = [record["time"] for record in _records(workdir)]
+  return (max(times) - min(times)) / 3600
+
+
+def plot_curves(workdir: pathlib.Path, title: str, path: pathlib.Path) -> None:
+  """Training loss (left) and validation metrics, each relative to its best value (right),
+  against the step, from the run's metrics.jsonl."""
+  records = _records(workdir)
+  figure = Figure(figsize=(10, 3.6), layout="constrained")
+  loss_axes, val_axes = figure.subplots(1, 2)
+  train = [record for record in records if "loss" in record]
+  loss_axes.plot([r["step"] for r in train], [r["loss"] for r in train])
+  loss_axes.set(xlabel="step", ylabel="training loss", yscale="log", title=f"{title}: loss")
+  validation = [record for record in records if any(k.startswith("val/") for k in record)]
+  for metric in CURVE_METRICS:
+    points = [(r["step"], r[f"val/{metric}"]) for r in validation if f"val/{metric}" in r]
+    if points:
+      steps, values = zip(*points)
+      val_axes.plot(steps, [v / max(values) for v in values], marker=".", label=metric)
+  val_axes.set(xlabel="step", ylabel="value / best value", title="validation pairs")
+  val_axes.legend(fontsize="small")
+  path.parent.mkdir(parents=True, exist_ok=True)
+  figure.savefig(path, dpi=80)
+
+
+def recipe(config_file: str, name: str) -> str:
+  return (
+    f"python run.py --config={config_file} --workdir=runs/{name} "
+    "--config.data.manual_dir=/path/to/data --config.data.data_dir=runs/tfds --mode=train"
+  )
+
+
+def export(
+  config,
+  config_file: str,
+  workdir: pathlib.Path,
+  *,
+  name: str,
+  task: str,
+  inputs: tuple[str, str],
+  data: str,
+  default: bool,
+  dtype: str,
+  hardware: str,
+  which: str = "best",
+) -> shipped.Entry:
+  """Writes the run's checkpoint as shipped model `name` and its index entry; returns it."""
+  model, step = reports.load_model(config, workdir, which)
+  params = models.Params(*nnx.split(model))
+  _, model_config = models.resolve_config(config.model)
+  directory = shipped.PRETRAINED_DIR / name
+  convert.save_params(
+    params, directory, config.model.name, model_config, overwrite=True, dtype=DTYPES[dtype]
+  )
+  existing = shipped.read_index()
+  previous = next((entry for entry in existing if entry.name == name), None)
+  entries = [entry for entry in existing if entry.name != name]
+  if default:
+    entries = [
+      dataclasses.replace(entry, default=False) if entry.task == task else entry
+      for entry in entries
+    ]
+  files = (convert.CONFIG_FILE, convert.PARAMS_FILE)
+  item = shipped.Entry(
+    name=name,
+    model=config.model.name,
+    task=task,
+    default=default or not any(entry.task == task and entry.default for entry in entries),
+    inputs=inputs,
+    data=data,
+    recipe=recipe(config_file, name),
+    config=config_file,
+    steps=step,
+    wall_time_hours=round(wall_time_hours(workdir), 2),
+    hardware=hardware,
+    dtype=dtype,
+    sha256={file: shipped.file_sha256(directory / file) for file in files},
+    test_metrics=previous.test_metrics if previous else {},
+  )
+  shipped.write_index([*entries, item])
+  return item
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  for flag in ("config", "workdir", "name", "task", "inputs", "data"):
+    if flags.FLAGS[flag].value is None:
+      raise app.UsageError(f"--{flag} is required")
+  if len(_INPUTS.value) != 2:
+    raise app.UsageError(f"--inputs needs two roles a,b; got {_INPUTS.value}")
+  logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every restore stage
+  path, colon, arg = flags.FLAGS["config"].config_filename.partition(":")
+  try:
+    item = export(
+      config_lib.resolve(_CONFIG.value),
+      f"{pathlib.Path(path).resolve().relative_to(pathlib.Path.cwd())}{colon}{arg}",
+      pathlib.Path(_WORKDIR.value),
+      name=_NAME.value,
+      task=_TASK.value,
+      inputs=tuple(_INPUTS.value),
+      data=_DATA.value,
+      default=_DEFAULT.value,
+      dtype=_DTYPE.value,
+      hardware=_HARDWARE.value,
+      which=_CHECKPOINT.value,
+    )
+  except (FileNotFoundError, config_lib.ConfigError) as error:
+    raise SystemExit(f"export: error: {error}") from None
+  plot_curves(
+    pathlib.Path(_WORKDIR.value),
+    item.name,
+    pathlib.Path(_CURVES_DIR.value) / f"{item.name}_curves.png",
+  )
+  print(json.dumps(item.to_json(), indent=1))
+
+
+if __name__ == "__main__":
+  app.run(main)
