@@ -114,11 +114,8 @@ def pretrained_entry(name_or_task: str) -> Entry:
 
 
 def file_sha256(path: pathlib.Path) -> str:
-  digest = hashlib.sha256()
   with open(path, "rb") as file:
-    for block in iter(lambda: file.read(1 << 20), b""):
-      digest.update(block)
-  return digest.hexdigest()
+    return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def verify(item: Entry) -> None:
