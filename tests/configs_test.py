@@ -144,7 +144,9 @@ def test_model_variant_is_chosen_by_name_without_mixing_defaults():
 
 def test_model_name_of_another_family_or_unknown_is_refused():
   path = REPO / "configs" / "fusionmamba_med.py"
-  with pytest.raises(config_lib.ConfigError, match="is a mambadfuse model but this config's model section"):
+  with pytest.raises(
+    config_lib.ConfigError, match="is a mambadfuse model but this config's model section"
+  ):
     config_lib.resolve(_parse_command_line(f"--config={path}", "--config.model.name=mambadfuse"))
   with pytest.raises(config_lib.ConfigError, match="unknown model 'fusionmamba_ct'"):
     config_lib.resolve(
