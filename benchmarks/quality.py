@@ -559,7 +559,7 @@ def main(argv: Sequence[str]) -> list[SetResult]:
   print(f"\nwrote {args.out / 'README.md'}")
   if args.update_index:
     shipped.write_index(updated_entries(shipped.read_index(), results))
-    print(f"updated test_metrics in {shipped.INDEX_FILE}")
+    print(f"updated test_metrics in {shipped.index_file()}")
   return results
 
 

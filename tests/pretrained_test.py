@@ -63,6 +63,12 @@ def test_registry_entries_are_complete():
   assert total < 60e6
 
 
+def test_every_task_and_every_architecture_has_a_shipped_model():
+  assert {entry.task for entry in ENTRIES} == set(shipped.TASKS)
+  shipped_families = {models.registry.get(entry.model).name for entry in ENTRIES}
+  assert shipped_families == set(models.registry.families())
+
+
 @pytest.mark.parametrize("entry", ENTRIES, ids=lambda entry: entry.name)
 def test_every_entry_loads_and_its_checksums_hold(entry):
   shipped.verify(entry)

@@ -22,7 +22,7 @@ from typing import Any
 from fusionjax.models.functional import Params
 
 PRETRAINED_DIR = pathlib.Path(__file__).resolve().parents[1] / "pretrained"
-INDEX_FILE = PRETRAINED_DIR / "index.json"
+INDEX_NAME = "index.json"
 TASKS = ("ivf", "ct_mri", "pet_mri", "spect_mri")
 
 
@@ -78,17 +78,25 @@ class Entry:
     return cls(**{**fields, "inputs": tuple(fields["inputs"])})
 
 
-def read_index(path: pathlib.Path = INDEX_FILE) -> list[Entry]:
-  """The entries of an index file (none when it does not exist)."""
+def index_file() -> pathlib.Path:
+  """The index of the shipped models (in `PRETRAINED_DIR`, read at each call)."""
+  return PRETRAINED_DIR / INDEX_NAME
+
+
+def read_index(path: pathlib.Path | None = None) -> list[Entry]:
+  """The entries of an index file (default `index_file()`; none when it does not exist)."""
+  path = path or index_file()
   if not path.is_file():
     return []
   return [Entry.from_json(fields) for fields in json.loads(path.read_text())]
 
 
-def write_index(entries: list[Entry], path: pathlib.Path = INDEX_FILE) -> None:
-  """Writes `entries` (sorted by task, then name) as the index file, atomically."""
+def write_index(entries: list[Entry], path: pathlib.Path | None = None) -> None:
+  """Writes `entries` (sorted by task, then name) as the index file (default `index_file()`),
+  atomically."""
   from fusionjax.fuse import atomic_output  # the models import no inference code at load
 
+  path = path or index_file()
   ordered = sorted(entries, key=lambda entry: (TASKS.index(entry.task), entry.name))
   with atomic_output(path, overwrite=True) as temporary:
     temporary.write_text(json.dumps([entry.to_json() for entry in ordered], indent=1) + "\n")

@@ -6,7 +6,8 @@ r"""Ships a trained run as a pretrained model (`fusionjax.models.pretrained`).
 
 run from the repository root (the entry records the config file relative to it).
 
-writes the run's best checkpoint (its EMA parameters when kept) to
+writes the run's last checkpoint (its EMA parameters when kept; --checkpoint=best for the one
+with the best validation score) to
 fusionjax/pretrained/<name>/ in bfloat16 (or --dtype=float32) and its entry to
 fusionjax/pretrained/index.json: files' sha256, steps, the training's wall time (from the
 run's metrics.jsonl) and recipe, and draws the run's training loss and validation curves into
@@ -42,7 +43,7 @@ _DATA = flags.DEFINE_string("data", None, "what it was trained on and what was h
 _DEFAULT = flags.DEFINE_bool("default", False, "make it its task's default model")
 _DTYPE = flags.DEFINE_enum("dtype", "bfloat16", list(DTYPES), "storage dtype of the weights")
 _HARDWARE = flags.DEFINE_string("hardware", HARDWARE, "what it was trained on")
-_CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "which checkpoint")
+_CHECKPOINT = flags.DEFINE_enum("checkpoint", "latest", ["latest", "best"], "which checkpoint")
 _CURVES_DIR = flags.DEFINE_string("curves_dir", "docs/pretrained", "where the curves go")
 # Validation metrics drawn in the curves (those the configs validate; others are skipped).
 CURVE_METRICS = ("Qabf", "VIF", "SSIM", "MI", "SF", "SD")
@@ -100,7 +101,7 @@ def export(
   default: bool,
   dtype: str,
   hardware: str,
-  which: str = "best",
+  which: str = "latest",
 ) -> shipped.Entry:
   """Writes the run's checkpoint as shipped model `name` and its index entry; returns it."""
   model, step = reports.load_model(config, workdir, which)

@@ -1,16 +1,19 @@
-"""Shipped model `mambadfuse_small_pet_mri`: a reduced MambaDFuse trained on Harvard PET-MRI.
+"""Shipped models `mambadfuse_small_<task>_mri`: a reduced MambaDFuse trained on one Harvard
+medical task (`task` = pet or ct; the model takes (MRI, other)).
 
-Recipe (what trained the weights in fusionjax/pretrained/; docs/pretrained.md is its model card):
+Recipe (what trained the weights in fusionjax/pretrained/; docs/pretrained.md has the model
+cards):
 
-  python run.py --config=configs/pretrained/mambadfuse_small_pet_mri.py \
+  python run.py --config=configs/pretrained/mambadfuse_small_med.py:task=pet \
       --workdir=runs/mambadfuse_small_pet_mri --config.data.manual_dir=/path/to/data \
       --config.data.data_dir=runs/tfds --mode=train
 
 The `mambadfuse_small` variant (fusionjax/models/mambadfuse.py: C = 24, N = 8, two blocks of each
 kind; the paper model's full-resolution scans take about 30 s a step on one CPU core). Data:
-xianming-gu's Harvard PET-MRI train split (docs/data.md layout, `harvard_pet_mri/train/{mri,pet}`,
-PET as its Y channel), 16 pairs held out for validation; no test pair is read (no PET-MRI train
-pair nearly copies a test pair: fusionjax.data.overlap). MambaDFuse's medical loss (20
+xianming-gu's Harvard train split of the task (docs/data.md layout,
+`harvard_<task>_mri/train/{mri,<task>}`, colour modalities as their Y channel) without the pairs
+that nearly copy CDDFuse's test pairs (fusionjax.data.overlap: 13 CT-MRI, none for PET-MRI), 16
+of the rest held out for validation; no test pair is read. MambaDFuse's medical loss (20
 intensity, 100 gradient, 50 SSIM averaged over both sources), random 64 x 64 crops with dihedral
 augmentation, Adam with a linear warm-up and cosine decay, EMA 0.995 of the parameters (what
 validation, the checkpoint choice and the shipped weights use).
@@ -21,16 +24,17 @@ from fusionjax.data import overlap
 
 
 def get_config(arg=None):
-  del arg  # no variants
+  arg = config_lib.parse_arg(arg, task="pet")
+  dataset = f"harvard/{arg.task}_mri"
   config = config_lib.base_config(config_lib.model_config("mambadfuse_small"))
   config.loss.update(
     intensity_weight=20.0, gradient_weight=100.0, ssim_weight=50.0, ssim_weighting="equal"
   )
   config.data.update(
-    dataset="harvard/pet_mri",
+    dataset=dataset,
     train_split="train[16:]",
     eval_split="train[:16]",
-    exclude_names=overlap.near_duplicates_of_test("harvard/pet_mri"),
+    exclude_names=overlap.near_duplicates_of_test(dataset),
     crop_size=64,
     batch_size=4,
     augment="dihedral",
