@@ -71,6 +71,16 @@ def test_a_new_default_demotes_the_task_default_and_weights_are_stored_as_asked(
       assert {file.get_tensor(key).dtype for key in file.keys()} == {jnp.dtype(dtype)}
 
 
+def test_wall_time_leaves_out_the_pauses_of_a_resumed_run(tmp_path):
+  # 100 s a record; stopped after step 300, resumed from step 200 an hour later, then a
+  # validation record at the same step, and a day's pause before the last record.
+  steps_and_times = [(100, 0), (200, 100), (300, 200), (200, 3800), (300, 3900), (300, 3950)]
+  steps_and_times.append((400, 3950 + 86400))
+  records = [{"step": step, "time": START_TIME + time} for step, time in steps_and_times]
+  (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+  assert export.wall_time_hours(tmp_path) == pytest.approx(350 / 3600)
+
+
 def test_curves_are_drawn_from_the_metrics(run, tmp_path):
   _, workdir = run
   path = tmp_path / "curves" / "tiny_curves.png"

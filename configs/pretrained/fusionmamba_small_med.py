@@ -11,12 +11,13 @@ cards):
 The `fusionmamba_small` variant (fusionjax/models/fusionmamba.py: 24 channels, two blocks per
 stage; the 164.5M-parameter paper model does not train on 2 CPU cores). Data: xianming-gu's
 Harvard train split of the task (docs/data.md layout, `harvard_<task>_mri/train/{mri,<task>}`,
-colour modalities as their Y channel) without the pairs that nearly copy CDDFuse's test pairs
-(fusionjax.data.overlap: 13 CT-MRI, 29 SPECT-MRI), 16 of the rest held out for validation; no
-test pair is read. FusionMamba's loss with its code's CT-MRI weights (10 intensity, 1 gradient,
-10 MS-SSIM), random 128 x 128 crops with dihedral augmentation, Adam with a linear warm-up and
-cosine decay, EMA 0.995 of the parameters (what validation, the checkpoint choice and the
-shipped weights use).
+colour modalities as their Y channel): its first 16 pairs validate, the rest train, and the
+pairs that nearly copy CDDFuse's test pairs are left out of both (fusionjax.data.overlap: 13
+CT-MRI, 29 SPECT-MRI): 134 training and 13 validation pairs for CT-MRI, 291 and 13 for
+SPECT-MRI; no test pair is read. FusionMamba's loss with its code's CT-MRI weights (10
+intensity, 1 gradient, 10 MS-SSIM), random 128 x 128 crops with dihedral augmentation, Adam with
+a linear warm-up and cosine decay, EMA 0.995 of the parameters (what validation and the shipped
+weights use).
 """
 
 from fusionjax import config_lib

@@ -11,12 +11,13 @@ cards):
 The `mambadfuse_small` variant (fusionjax/models/mambadfuse.py: C = 24, N = 8, two blocks of each
 kind; the paper model's full-resolution scans take about 30 s a step on one CPU core). Data:
 xianming-gu's Harvard train split of the task (docs/data.md layout,
-`harvard_<task>_mri/train/{mri,<task>}`, colour modalities as their Y channel) without the pairs
-that nearly copy CDDFuse's test pairs (fusionjax.data.overlap: 13 CT-MRI, none for PET-MRI), 16
-of the rest held out for validation; no test pair is read. MambaDFuse's medical loss (20
+`harvard_<task>_mri/train/{mri,<task>}`, colour modalities as their Y channel): its first 16
+pairs validate, the rest train, and the pairs that nearly copy CDDFuse's test pairs are left out
+of both (fusionjax.data.overlap: 13 CT-MRI, none for PET-MRI): 134 training and 13 validation
+pairs for CT-MRI, 229 and 16 for PET-MRI; no test pair is read. MambaDFuse's medical loss (20
 intensity, 100 gradient, 50 SSIM averaged over both sources), random 64 x 64 crops with dihedral
 augmentation, Adam with a linear warm-up and cosine decay, EMA 0.995 of the parameters (what
-validation, the checkpoint choice and the shipped weights use).
+validation and the shipped weights use).
 """
 
 from fusionjax import config_lib

@@ -10,7 +10,7 @@ training and 17 held out for validation (TFDS split slices of the prepared datas
 pairs are never read. Loss: MambaDFuse's (20 |F - max(A, B)|_1 + 20 max-gradient L1 + 10
 gradient-weighted SSIM), not S4Fusion's, whose weights and ResNet-50 term are unpublished
 (docs/architectures.md 3.5). Adam with a linear warm-up and cosine decay, EMA 0.995 of the
-parameters (what validation, the checkpoint choice and the shipped weights use).
+parameters (what validation and the shipped weights use).
 """
 
 from fusionjax import config_lib

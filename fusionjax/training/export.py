@@ -22,6 +22,7 @@ import logging
 import pathlib
 
 import jax.numpy as jnp
+import numpy as np
 from absl import app, flags
 from flax import nnx
 from matplotlib.figure import Figure
@@ -55,10 +56,19 @@ def _records(workdir: pathlib.Path) -> list[dict]:
 
 
 def wall_time_hours(workdir: pathlib.Path) -> float:
-  """Hours from the run's first to its last metrics.jsonl record (one logging interval short
-  of the whole run; pauses between resumed sessions are counted too)."""
-  times = [record["time"] for record in _records(workdir)]
-  return (max(times) - min(times)) / 3600
+  """Hours the run spent training, from the times of its metrics.jsonl records: the gaps between
+  consecutive records, leaving out those where the run stopped (the next record's step goes
+  back, as after a resume, or the gap is over ten times the median gap)."""
+  records = _records(workdir)
+  gaps = [
+    (later["time"] - earlier["time"], later["step"] >= earlier["step"])
+    for earlier, later in zip(records, records[1:])
+  ]
+  if not gaps:
+    return 0.0
+  typical = float(np.median([seconds for seconds, _ in gaps]))
+  running = [seconds for seconds, forward in gaps if forward and seconds <= 10 * typical]
+  return sum(running) / 3600
 
 
 def plot_curves(workdir: pathlib.Path, title: str, path: pathlib.Path) -> None:

@@ -1,0 +1,38 @@
+"""Shipped model `mambadfuse_small_ivf`: a reduced MambaDFuse trained on RoadScene
+(infrared-visible).
+
+Recipe (what trained the weights in fusionjax/pretrained/; docs/pretrained.md is its model card):
+
+  python run.py --config=configs/pretrained/mambadfuse_small_ivf.py \
+      --workdir=runs/mambadfuse_small_ivf --config.data.manual_dir=/path/to/data \
+      --config.data.data_dir=runs/tfds --mode=train
+
+The `mambadfuse_small` variant (fusionjax/models/mambadfuse.py: C = 24, N = 8, two blocks of each
+kind). Data: RoadScene train pairs only (docs/data.md layout, `roadscene/train/{ir,vi}`), 154 for
+training and 17 held out for validation (TFDS split slices of the prepared dataset); the 50 test
+pairs are never read. Loss: MambaDFuse's with the weights of its medical recipe (20 intensity
+against max(A, B), 100 max-gradient, 50 SSIM averaged over both sources), which keeps more of
+each source's structure than its infrared-visible weights (20, 20, 10 gradient-weighted SSIM;
+`s4fusion_ivf` uses those). Random 64 x 64 crops with dihedral augmentation, Adam with a linear
+warm-up and cosine decay, EMA 0.995 of the parameters (what validation and the shipped weights
+use).
+"""
+
+from fusionjax import config_lib
+
+
+def get_config(arg=None):
+  del arg  # no variants
+  config = config_lib.base_config(config_lib.model_config("mambadfuse_small"))
+  config.loss.update(
+    intensity_weight=20.0, gradient_weight=100.0, ssim_weight=50.0, ssim_weighting="equal"
+  )
+  config.data.update(
+    dataset="roadscene",
+    train_split="train[17:]",
+    eval_split="train[:17]",
+    crop_size=64,
+    batch_size=4,
+    augment="dihedral",
+  )
+  return config_lib.pretrained_recipe(config, learning_rate=1e-3, warmup_steps=150, num_steps=1_500)
