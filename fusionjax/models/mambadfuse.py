@@ -90,8 +90,9 @@ class Config:
 
 @dataclasses.dataclass(frozen=True)
 class SmallConfig(Config):
-  """A reduced MambaDFuse that trains on 2 CPU cores (a shipped medical model): C = 24, N = 8,
-  two blocks of each kind and one token-swap stage, the official graph otherwise."""
+  """A reduced MambaDFuse that trains on 2 CPU cores (the shipped `mambadfuse_small_*` models):
+  C = 24, N = 8, two blocks of each kind and one token-swap stage, the official graph
+  otherwise."""
 
   embed_dim: int = 24
   d_state: int = 8
