@@ -79,6 +79,7 @@ def test_every_entry_loads_and_its_checksums_hold(entry):
 def _copied_entry(tmp_path, monkeypatch):
   entry = ENTRIES[0]
   shutil.copytree(entry.directory, tmp_path / entry.name)
+  shutil.copy(shipped.index_file(), tmp_path / shipped.INDEX_NAME)
   monkeypatch.setattr(shipped, "PRETRAINED_DIR", tmp_path)
   return entry, tmp_path / entry.name / "params.safetensors"
 
