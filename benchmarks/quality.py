@@ -552,6 +552,10 @@ def main(argv: Sequence[str]) -> list[SetResult]:
       for goal in goals(result):
         print(goal.describe())
       results.append(result)
+      # One program is compiled per model and image size; XLA's CPU JIT runs out of mapped
+      # memory after a few thousand in one process ("LLVM ERROR: Unable to allocate section
+      # memory", seen on gfp_pc after RoadScene's many sizes), so each set's are freed.
+      jax.clear_caches()
   if not results:
     return results
   with fuse.atomic_output(args.out / "README.md", overwrite=True) as temporary_file:

@@ -1,5 +1,5 @@
 """Shipped models `mambadfuse_small_<task>_mri`: a reduced MambaDFuse trained on one Harvard
-medical task (`task` = pet or ct; the model takes (MRI, other)).
+medical task (`task` = pet or ct, the shipped ones, or spect; the model takes (MRI, other)).
 
 Recipe (what trained the weights in fusionjax/pretrained/; docs/pretrained.md has the model
 cards):

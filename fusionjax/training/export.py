@@ -35,17 +35,6 @@ from fusionjax.training import reports
 DTYPES = {"bfloat16": jnp.bfloat16, "float32": jnp.float32}
 HARDWARE = "2 shared CPU cores (x86-64), one run per core"
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "the run's config file", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "the run's folder")
-_NAME = flags.DEFINE_string("name", None, "the shipped model's name")
-_TASK = flags.DEFINE_enum("task", None, list(shipped.TASKS), "its task")
-_INPUTS = flags.DEFINE_list("inputs", None, "roles of the model's inputs a,b (e.g. ir,vi)")
-_DATA = flags.DEFINE_string("data", None, "what it was trained on and what was held out")
-_DEFAULT = flags.DEFINE_bool("default", False, "make it its task's default model")
-_DTYPE = flags.DEFINE_enum("dtype", "bfloat16", list(DTYPES), "storage dtype of the weights")
-_HARDWARE = flags.DEFINE_string("hardware", HARDWARE, "what it was trained on")
-_CHECKPOINT = flags.DEFINE_enum("checkpoint", "latest", ["latest", "best"], "which checkpoint")
-_CURVES_DIR = flags.DEFINE_string("curves_dir", "docs/pretrained", "where the curves go")
 # Validation metrics drawn in the curves (those the configs validate; others are skipped).
 CURVE_METRICS = ("Qabf", "VIF", "SSIM", "MI", "SF", "SD")
 
@@ -150,39 +139,57 @@ def export(
   return item
 
 
+def define_flags() -> None:
+  """The command line's flags, defined only when this runs as a program: importing the module
+  (tests, other tools beside run.py) leaves absl's global flags alone."""
+  config_flags.DEFINE_config_file("config", None, "the run's config file", lock_config=True)
+  flags.DEFINE_string("workdir", None, "the run's folder")
+  flags.DEFINE_string("name", None, "the shipped model's name")
+  flags.DEFINE_enum("task", None, list(shipped.TASKS), "its task")
+  flags.DEFINE_list("inputs", None, "roles of the model's inputs a,b (e.g. ir,vi)")
+  flags.DEFINE_string("data", None, "what it was trained on and what was held out")
+  flags.DEFINE_bool("default", False, "make it its task's default model")
+  flags.DEFINE_enum("dtype", "bfloat16", list(DTYPES), "storage dtype of the weights")
+  flags.DEFINE_string("hardware", HARDWARE, "what it was trained on")
+  flags.DEFINE_enum("checkpoint", "latest", ["latest", "best"], "which checkpoint")
+  flags.DEFINE_string("curves_dir", "docs/pretrained", "where the curves go")
+
+
 def main(argv):
+  options = flags.FLAGS
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   for flag in ("config", "workdir", "name", "task", "inputs", "data"):
-    if flags.FLAGS[flag].value is None:
+    if options[flag].value is None:
       raise app.UsageError(f"--{flag} is required")
-  if len(_INPUTS.value) != 2:
-    raise app.UsageError(f"--inputs needs two roles a,b; got {_INPUTS.value}")
+  if len(options.inputs) != 2:
+    raise app.UsageError(f"--inputs needs two roles a,b; got {options.inputs}")
   logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every restore stage
-  path, colon, arg = flags.FLAGS["config"].config_filename.partition(":")
+  path, colon, arg = options["config"].config_filename.partition(":")
   try:
     item = export(
-      config_lib.resolve(_CONFIG.value),
+      config_lib.resolve(options.config),
       f"{pathlib.Path(path).resolve().relative_to(pathlib.Path.cwd())}{colon}{arg}",
-      pathlib.Path(_WORKDIR.value),
-      name=_NAME.value,
-      task=_TASK.value,
-      inputs=tuple(_INPUTS.value),
-      data=_DATA.value,
-      default=_DEFAULT.value,
-      dtype=_DTYPE.value,
-      hardware=_HARDWARE.value,
-      which=_CHECKPOINT.value,
+      pathlib.Path(options.workdir),
+      name=options.name,
+      task=options.task,
+      inputs=tuple(options.inputs),
+      data=options.data,
+      default=options.default,
+      dtype=options.dtype,
+      hardware=options.hardware,
+      which=options.checkpoint,
     )
   except (FileNotFoundError, config_lib.ConfigError) as error:
     raise SystemExit(f"export: error: {error}") from None
   plot_curves(
-    pathlib.Path(_WORKDIR.value),
+    pathlib.Path(options.workdir),
     item.name,
-    pathlib.Path(_CURVES_DIR.value) / f"{item.name}_curves.png",
+    pathlib.Path(options.curves_dir) / f"{item.name}_curves.png",
   )
   print(json.dumps(item.to_json(), indent=1))
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
