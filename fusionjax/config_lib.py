@@ -282,6 +282,32 @@ def shrink(config: ml_collections.ConfigDict, *, train_split: str) -> ml_collect
   return config
 
 
+def pretrained_data(
+  config: ml_collections.ConfigDict,
+  dataset: str,
+  *,
+  validation_pairs: int,
+  crop_size: int,
+  batch_size: int,
+) -> ml_collections.ConfigDict:
+  """Sets, in place, the data section the shipped models' recipes share: the first
+  `validation_pairs` pairs of `dataset`'s train split validate and the rest train (TFDS slices),
+  the train pairs that nearly copy a test pair (`fusionjax.data.overlap`) are left out of both,
+  random `crop_size` crops with dihedral augmentation."""
+  from fusionjax.data import overlap  # the data package is not needed to read a config
+
+  config.data.update(
+    dataset=dataset,
+    train_split=f"train[{validation_pairs}:]",
+    eval_split=f"train[:{validation_pairs}]",
+    exclude_names=overlap.near_duplicates_of_test(dataset),
+    crop_size=crop_size,
+    batch_size=batch_size,
+    augment="dihedral",
+  )
+  return config
+
+
 def pretrained_recipe(
   config: ml_collections.ConfigDict,
   *,

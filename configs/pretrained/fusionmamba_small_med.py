@@ -21,7 +21,6 @@ weights use).
 """
 
 from fusionjax import config_lib
-from fusionjax.data import overlap
 
 
 def get_config(arg=None):
@@ -29,13 +28,5 @@ def get_config(arg=None):
   dataset = f"harvard/{arg.task}_mri"
   config = config_lib.base_config(config_lib.model_config("fusionmamba_small"))
   config.loss.update(intensity_weight=10.0, gradient_weight=1.0, ssim_weight=10.0)
-  config.data.update(
-    dataset=dataset,
-    train_split="train[16:]",
-    eval_split="train[:16]",
-    exclude_names=overlap.near_duplicates_of_test(dataset),
-    crop_size=128,
-    batch_size=4,
-    augment="dihedral",
-  )
+  config_lib.pretrained_data(config, dataset, validation_pairs=16, crop_size=128, batch_size=4)
   return config_lib.pretrained_recipe(config, learning_rate=5e-4, warmup_steps=200, num_steps=3_000)

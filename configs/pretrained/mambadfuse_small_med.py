@@ -21,7 +21,6 @@ validation and the shipped weights use).
 """
 
 from fusionjax import config_lib
-from fusionjax.data import overlap
 
 
 def get_config(arg=None):
@@ -31,13 +30,5 @@ def get_config(arg=None):
   config.loss.update(
     intensity_weight=20.0, gradient_weight=100.0, ssim_weight=50.0, ssim_weighting="equal"
   )
-  config.data.update(
-    dataset=dataset,
-    train_split="train[16:]",
-    eval_split="train[:16]",
-    exclude_names=overlap.near_duplicates_of_test(dataset),
-    crop_size=64,
-    batch_size=4,
-    augment="dihedral",
-  )
+  config_lib.pretrained_data(config, dataset, validation_pairs=16, crop_size=64, batch_size=4)
   return config_lib.pretrained_recipe(config, learning_rate=1e-3, warmup_steps=150, num_steps=1_500)

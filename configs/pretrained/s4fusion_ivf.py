@@ -26,12 +26,5 @@ def get_config(arg=None):
     ssim_weight=10.0,
     ssim_weighting="gradient",
   )
-  config.data.update(
-    dataset="roadscene",
-    train_split="train[17:]",
-    eval_split="train[:17]",
-    crop_size=64,
-    batch_size=8,
-    augment="dihedral",
-  )
+  config_lib.pretrained_data(config, "roadscene", validation_pairs=17, crop_size=64, batch_size=8)
   return config_lib.pretrained_recipe(config, learning_rate=1e-3, warmup_steps=200, num_steps=3_000)
