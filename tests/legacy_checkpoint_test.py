@@ -1,5 +1,5 @@
 """Checkpoints and converted weights written by an earlier fusionjax still load, to the same
-numbers (tests/fixtures/legacy/README.md says how they were written)."""
+numbers (tests/fixtures/README.md, section `legacy/`, says how they were written)."""
 
 import json
 import pathlib

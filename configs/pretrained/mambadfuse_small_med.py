@@ -1,5 +1,5 @@
 """Shipped models `mambadfuse_small_<task>_mri`: a reduced MambaDFuse trained on one Harvard
-medical task (`task` = pet or ct, the shipped ones, or spect; the model takes (MRI, other)).
+medical task (`task` = pet, ct or spect, all three shipped; the model takes (MRI, other)).
 
 Recipe (what trained the weights in fusionjax/pretrained/; docs/pretrained.md has the model
 cards):
@@ -11,13 +11,13 @@ cards):
 The `mambadfuse_small` variant (fusionjax/models/mambadfuse.py: C = 24, N = 8, two blocks of each
 kind; the paper model's full-resolution scans take about 30 s a step on one CPU core). Data:
 xianming-gu's Harvard train split of the task (docs/data.md layout,
-`harvard_<task>_mri/train/{mri,<task>}`, colour modalities as their Y channel): its first 16
-pairs validate, the rest train, and the pairs that nearly copy CDDFuse's test pairs are left out
-of both (fusionjax.data.overlap: 13 CT-MRI, none for PET-MRI): 134 training and 13 validation
-pairs for CT-MRI, 229 and 16 for PET-MRI; no test pair is read. MambaDFuse's medical loss (20
-intensity, 100 gradient, 50 SSIM averaged over both sources), random 64 x 64 crops with dihedral
-augmentation, Adam with a linear warm-up and cosine decay, EMA 0.995 of the parameters (what
-validation and the shipped weights use).
+`harvard_<task>_mri/train/{mri,<task>}`, colour modalities as their Y channel): its first 16 pairs
+validate, the rest train, and the pairs that nearly copy CDDFuse's test pairs are left out of both
+(fusionjax.data.overlap: 13 CT-MRI, 29 SPECT-MRI, none for PET-MRI): 134 training and 13 validation
+pairs for CT-MRI, 229 and 16 for PET-MRI, 291 and 13 for SPECT-MRI; no test pair is read.
+MambaDFuse's medical loss (20 intensity, 100 gradient, 50 SSIM averaged over both sources), random
+64 x 64 crops with dihedral augmentation, Adam with a linear warm-up and cosine decay, EMA 0.995 of
+the parameters (what validation and the shipped weights use).
 """
 
 from fusionjax import config_lib
