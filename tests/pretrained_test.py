@@ -63,6 +63,12 @@ def test_registry_entries_are_complete():
   assert total < 60e6
 
 
+def test_each_recipe_trains_the_steps_its_entry_records():
+  for entry in ENTRIES:
+    config = config_lib.load(str(REPO / entry.config))
+    assert config.train.num_steps == entry.steps, entry.name
+
+
 def test_every_task_and_every_architecture_has_a_shipped_model():
   assert {entry.task for entry in ENTRIES} == set(shipped.TASKS)
   shipped_families = {models.registry.get(entry.model).name for entry in ENTRIES}

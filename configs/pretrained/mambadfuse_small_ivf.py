@@ -28,4 +28,4 @@ def get_config(arg=None):
     intensity_weight=20.0, gradient_weight=100.0, ssim_weight=50.0, ssim_weighting="equal"
   )
   config_lib.pretrained_data(config, "roadscene", validation_pairs=17, crop_size=64, batch_size=4)
-  return config_lib.pretrained_recipe(config, learning_rate=1e-3, warmup_steps=150, num_steps=1_500)
+  return config_lib.pretrained_recipe(config, learning_rate=1e-3, warmup_steps=150, num_steps=3_000)
