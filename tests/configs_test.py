@@ -112,6 +112,11 @@ def test_parse_arg():
     config_lib.parse_arg("task", task="ct")
 
 
+def test_a_shipped_medical_recipe_refuses_an_unknown_task():
+  with pytest.raises(ValueError, match="task must be one of .*got 'mr'"):
+    load("pretrained/mambadfuse_small_med", "task=mr")
+
+
 def test_shrink_needs_the_tiny_model():
   config = config_lib.base_config(config_lib.model_config("mambadfuse"))
   with pytest.raises(ValueError, match="tiny model"):
