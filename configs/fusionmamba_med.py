@@ -21,7 +21,7 @@ from fusionjax import config_lib
 
 
 def get_config(arg=None):
-  arg = config_lib.parse_arg(arg, tiny=False, task="ct")
+  arg = config_lib.parse_arg(arg, {"task": config_lib.MEDICAL_TASKS}, tiny=False, task="ct")
   config = config_lib.base_config(config_lib.model_config("fusionmamba", tiny=arg.tiny))
   config.loss.update(intensity_weight=10.0, gradient_weight=1.0, ssim_weight=10.0)
   config.data.update(dataset=f"harvard/{arg.task}_mri", crop_size=256, batch_size=2, augment="none")

@@ -19,7 +19,7 @@ from fusionjax import config_lib
 
 
 def get_config(arg=None):
-  arg = config_lib.parse_arg(arg, tiny=False, task="ct")
+  arg = config_lib.parse_arg(arg, {"task": config_lib.MEDICAL_TASKS}, tiny=False, task="ct")
   config = config_lib.base_config(config_lib.model_config("mambadfuse", tiny=arg.tiny))
   config.loss.update(
     intensity_weight=20.0, gradient_weight=100.0, ssim_weight=50.0, ssim_weighting="equal"

@@ -27,6 +27,8 @@ from fusionjax import models
 from fusionjax.models import registry
 
 # The CPU smoke-run sizes that `shrink` sets (a few minutes on 2 CPU cores, embedded pairs).
+# The `task=` of the medical configs: dataset harvard/<task>_mri (fusionjax.data.builders).
+MEDICAL_TASKS = ("ct", "pet", "spect")
 TINY_CROP_SIZE = 32
 TINY_BATCH_SIZE = 8
 TINY_NUM_STEPS = 60
@@ -48,12 +50,14 @@ def load(spec: str) -> ml_collections.ConfigDict:
   return module.get_config(arg or None)
 
 
-def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
+def parse_arg(
+  arg: str | None, choices: dict[str, tuple[Any, ...]] | None = None, **defaults: Any
+) -> ml_collections.ConfigDict:
   """Parses the `:arg` of `--config=file.py:arg` into typed fields.
 
   `arg` is a comma-separated list of `key=value` or bare `key` (sets a bool to True), e.g.
   "tiny" or "tiny,task=pet". Every key must be one of `defaults`, whose values give the
-  types; absent keys keep their defaults.
+  types; absent keys keep their defaults. `choices` names the values a key may take.
 
   >>> parse_arg("tiny,task=pet", tiny=False, task="ct")
   task: pet
@@ -75,6 +79,9 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
       values[key] = text.lower() in ("true", "1")
     else:
       values[key] = type(default)(text)
+    allowed = (choices or {}).get(key)
+    if allowed is not None and values[key] not in allowed:
+      raise ValueError(f"{key} must be one of {sorted(allowed)}, got {values[key]!r}")
   return ml_collections.ConfigDict(values)
 
 

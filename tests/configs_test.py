@@ -110,11 +110,19 @@ def test_parse_arg():
     config_lib.parse_arg("tyni", tiny=False)
   with pytest.raises(ValueError, match="needs a value"):
     config_lib.parse_arg("task", task="ct")
+  assert config_lib.parse_arg("task=pet", {"task": ("ct", "pet")}, task="ct").task == "pet"
+  with pytest.raises(ValueError, match=r"task must be one of \['ct', 'pet'\], got 'mr'"):
+    config_lib.parse_arg("task=mr", {"task": ("ct", "pet")}, task="ct")
 
 
-def test_a_shipped_medical_recipe_refuses_an_unknown_task():
-  with pytest.raises(ValueError, match="task must be one of .*got 'mr'"):
-    load("pretrained/mambadfuse_small_med", "task=mr")
+def test_medical_configs_refuse_an_unknown_task():
+  for name in (
+    *TASK_CONFIGS,
+    "pretrained/mambadfuse_small_med",
+    "pretrained/fusionmamba_small_med",
+  ):
+    with pytest.raises(ValueError, match="task must be one of .*got 'mr'"):
+      load(name, "task=mr")
 
 
 def test_shrink_needs_the_tiny_model():

@@ -24,7 +24,7 @@ from fusionjax import config_lib
 
 
 def get_config(arg=None):
-  arg = config_lib.parse_arg(arg, task="ct")
+  arg = config_lib.parse_arg(arg, {"task": config_lib.MEDICAL_TASKS}, task="ct")
   dataset = f"harvard/{arg.task}_mri"
   config = config_lib.base_config(config_lib.model_config("fusionmamba_small"))
   config.loss.update(intensity_weight=10.0, gradient_weight=1.0, ssim_weight=10.0)

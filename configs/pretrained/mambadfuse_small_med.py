@@ -28,9 +28,7 @@ NUM_STEPS = {"ct": 3_000, "pet": 1_500, "spect": 1_500}
 
 
 def get_config(arg=None):
-  arg = config_lib.parse_arg(arg, task="pet")
-  if arg.task not in NUM_STEPS:
-    raise ValueError(f"task must be one of {sorted(NUM_STEPS)}, got {arg.task!r}")
+  arg = config_lib.parse_arg(arg, {"task": config_lib.MEDICAL_TASKS}, task="pet")
   dataset = f"harvard/{arg.task}_mri"
   config = config_lib.base_config(config_lib.model_config("mambadfuse_small"))
   config.loss.update(
