@@ -26,9 +26,10 @@ import ml_collections
 from fusionjax import models
 from fusionjax.models import registry
 
-# The CPU smoke-run sizes that `shrink` sets (a few minutes on 2 CPU cores, embedded pairs).
 # The `task=` of the medical configs: dataset harvard/<task>_mri (fusionjax.data.builders).
 MEDICAL_TASKS = ("ct", "pet", "spect")
+
+# The CPU smoke-run sizes that `shrink` sets (a few minutes on 2 CPU cores, embedded pairs).
 TINY_CROP_SIZE = 32
 TINY_BATCH_SIZE = 8
 TINY_NUM_STEPS = 60
