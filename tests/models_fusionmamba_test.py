@@ -456,12 +456,16 @@ def _nhwc(array):
   return jnp.asarray(np.transpose(array, (0, 2, 3, 1)))
 
 
-def _official_saving(raw: np.ndarray) -> np.ndarray:
-  """test.py's post-processing: clamp to [0, 1], min-max over the output in float32, x255,
-  truncate to uint8."""
+def _official_levels(raw: np.ndarray) -> np.ndarray:
+  """test.py's post-processing before it truncates: clamp to [0, 1], min-max over the output in
+  float32, x255."""
   out = np.clip(raw, 0, 1).astype(np.float32)
-  out = (out - out.min()) / (out.max() - out.min())
-  return (out * 255).astype(np.uint8)
+  return (out - out.min()) / (out.max() - out.min()) * 255
+
+
+def _official_saving(raw: np.ndarray) -> np.ndarray:
+  """test.py's saved image: the levels truncated to uint8."""
+  return _official_levels(raw).astype(np.uint8)
 
 
 @pytest.fixture(scope="module")
@@ -491,9 +495,14 @@ def test_raw_output_and_saved_image_match_official(official, task, name):
   assert got.shape == want.shape == (1, 1, 256, 256)
   assert np.abs(got - want).max() < RAW_TOLERANCE
   saved = np.asarray(Image.open(REFERENCE / task / f"{name}_fused.png"), np.int16)
+  np.testing.assert_array_equal(_official_saving(want[0, 0]), saved)
   ours = _official_saving(got[0, 0]).astype(np.int16)
-  assert ours.shape == saved.shape
-  assert np.abs(ours - saved).max() <= 1 and np.count_nonzero(ours != saved) <= 2
+  assert ours.shape == saved.shape and np.abs(ours - saved).max() <= 1
+  # Truncation flips a level only where the official value lies within the raw error (x255) of
+  # a level: how many pixels do so depends on the CPU's float rounding, not on the model.
+  levels = _official_levels(want[0, 0])
+  distance_to_level = np.abs(levels - np.round(levels))
+  assert np.all(distance_to_level[ours != saved] < 255 * RAW_TOLERANCE)
 
 
 @needs_shared
