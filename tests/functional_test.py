@@ -58,11 +58,22 @@ def test_init_accepts_name_dataclass_and_configdict():
   assert not _leaves_equal(by_dataclass, models.init(1, mambadfuse.TinyConfig(**OVERRIDES)))
 
 
-def test_build_and_init_agree():
+def test_build_compiled_and_init_agree_with_build():
+  """One compiled program draws what `build` draws outside jit, to the last bits (XLA may fuse
+  an initializer's arithmetic differently), and advances the caller's rngs as `build` does."""
   config = mambadfuse.TinyConfig(**OVERRIDES)
-  model = models.build(config, rngs=nnx.Rngs(params=0))
-  assert isinstance(model, mambadfuse.MambaDFuse)
-  assert _leaves_equal(nnx.state(model), models.init(0, config).state)
+  rngs, compiled_rngs = nnx.Rngs(params=0), nnx.Rngs(params=0)
+  model = models.build(config, rngs=rngs)
+  compiled = models.build_compiled(config, rngs=compiled_rngs)
+  initialised = models.init(0, config)
+  assert isinstance(compiled, mambadfuse.MambaDFuse)
+  assert nnx.graphdef(compiled) == nnx.graphdef(model)
+  assert _leaves_equal(nnx.state(compiled), initialised.state)
+  for got, want in zip(jax.tree.leaves(initialised.state), jax.tree.leaves(nnx.state(model))):
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+  key_data = lambda r: jax.random.key_data(r.params.key[...])
+  assert _leaves_equal(key_data(rngs), key_data(compiled_rngs))
+  assert rngs.params.count[...] == compiled_rngs.params.count[...] > 0
 
 
 @pytest.mark.parametrize("name", ["mambadfuse_tiny", "fusionmamba_tiny", "s4fusion_tiny"])

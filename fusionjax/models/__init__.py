@@ -10,7 +10,15 @@ the registry (`registry.get(name)`, `registry.for_model(model)`).
 """
 
 from fusionjax.models import fusionmamba, mambadfuse, registry, s4fusion
-from fusionjax.models.functional import Params, apply, build, family_of, init, resolve_config
+from fusionjax.models.functional import (
+  Params,
+  apply,
+  build,
+  build_compiled,
+  family_of,
+  init,
+  resolve_config,
+)
 from fusionjax.models.registry import names
 from fusionjax.models.shipped import (
   PretrainedError,
@@ -27,6 +35,7 @@ __all__ = [
   "PretrainedError",
   "apply",
   "build",
+  "build_compiled",
   "family_of",
   "init",
   "list_pretrained",

@@ -10,6 +10,7 @@ pass through jax.jit, jax.grad, jax.tree.map and checkpointing like any pytree o
 """
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -65,13 +66,47 @@ def build(name_or_config, *, rngs: nnx.Rngs) -> nnx.Module:
   return model_cls(config, rngs=rngs)
 
 
+# Initialisation runs once: XLA's optimisations would cost more compile time (most of it in the
+# threefry loops of a few hundred initializers) than they could save at run time.
+_INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
+
+
+@functools.cache
+def _jitted_construction(model_cls, config, rngs_graph: nnx.GraphDef):
+  """(jitted, graphs): `jitted` maps the state of an nnx.Rngs of graph `rngs_graph` to the
+  state of the pair (model_cls(config, rngs), rngs); `graphs[-1]` is that pair's graph once
+  `jitted` has been traced (it does not depend on the shapes it was traced for)."""
+  graphs = []
+
+  def construct(rngs_state: nnx.State) -> nnx.State:
+    rngs = nnx.merge(rngs_graph, rngs_state)
+    graph, state = nnx.split((model_cls(config, rngs=rngs), rngs))
+    graphs.append(graph)
+    return state
+
+  return jax.jit(construct, compiler_options=_INIT_COMPILER_OPTIONS), graphs
+
+
+def build_compiled(name_or_config, *, rngs: nnx.Rngs) -> nnx.Module:
+  """`build` as one compiled program, instead of one compile per initializer shape outside jit
+  (2-3x faster for the tiny configs on CPU; the values may differ from `build`'s in the last
+  bit). The model draws from a copy of `rngs`; `rngs` is advanced as `build` advances it."""
+  model_cls, config = resolve_config(name_or_config)
+  rngs_graph, rngs_state = nnx.split(rngs)
+  jitted, graphs = _jitted_construction(model_cls, config, rngs_graph)
+  state = jitted(rngs_state)
+  model, used_rngs = nnx.merge(graphs[-1], state)
+  nnx.update(rngs, nnx.state(used_rngs))
+  return model
+
+
 def init(rng, config) -> Params:
   """Freshly initialised params, in evaluation mode (no stochastic depth: `apply` fuses).
 
   rng: a jax PRNG key or an int seed; it seeds every stream (parameters, and dropout for
   `params.module().train()`). config: as for `build`.
   """
-  model = build(config, rngs=nnx.Rngs(rng, params=rng))
+  model = build_compiled(config, rngs=nnx.Rngs(rng, params=rng))
   model.eval()
   return Params(*nnx.split(model))
 

@@ -54,7 +54,7 @@ def _strong_types(tree):
 
 def create(config: ml_collections.ConfigDict) -> tuple[Graphs, TrainState]:
   """A freshly initialised model (seed `config.seed`), optimizer and EMA."""
-  model = models.build(config.model, rngs=nnx.Rngs(config.seed))
+  model = models.build_compiled(config.model, rngs=nnx.Rngs(config.seed))
   schedule = optim.make_schedule(config.optim, config.train.num_steps)
   optimizer = nnx.Optimizer(model, optim.make_optimizer(config.optim, schedule), wrt=nnx.Param)
   model.eval()
