@@ -74,6 +74,8 @@ def test_build_compiled_and_init_agree_with_build():
   key_data = lambda r: jax.random.key_data(r.params.key[...])
   assert _leaves_equal(key_data(rngs), key_data(compiled_rngs))
   assert rngs.params.count[...] == compiled_rngs.params.count[...] > 0
+  traced = nnx.eval_shape(lambda: models.build_compiled(config, rngs=nnx.Rngs(params=0)))
+  assert nnx.graphdef(traced) == nnx.graphdef(model)  # traced rngs: built as `build` does
 
 
 @pytest.mark.parametrize("name", ["mambadfuse_tiny", "fusionmamba_tiny", "s4fusion_tiny"])
