@@ -89,15 +89,15 @@ def _jitted_construction(model_cls, config, rngs_graph: nnx.GraphDef):
 
 def build_compiled(name_or_config, *, rngs: nnx.Rngs) -> nnx.Module:
   """`build` as one compiled program, instead of one compile per initializer shape outside jit
-  (2-3x faster for the tiny configs on CPU; the values may differ from `build`'s in the last
-  bit). The model draws from a copy of `rngs`; `rngs` is advanced as `build` advances it.
-  Under a transformation that traces `rngs` (jax.eval_shape, jax.jit) it builds as `build` does:
-  the enclosing program compiles the construction, and compiler options only go to a top-level
-  jit."""
-  model_cls, config = resolve_config(name_or_config)
+  (1.3-2.4x faster for the tiny configs on CPU, measured; the values may differ from `build`'s
+  in the last bits). The model draws from a copy of `rngs`; `rngs` is advanced as `build`
+  advances it. Under a transformation that traces `rngs` (jax.eval_shape, jax.jit) it builds
+  as `build` does: the enclosing program compiles the construction, and compiler options only
+  go to a top-level jit."""
   rngs_graph, rngs_state = nnx.split(rngs)
   if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(rngs_state)):
     return build(name_or_config, rngs=rngs)
+  model_cls, config = resolve_config(name_or_config)
   jitted, graphs = _jitted_construction(model_cls, config, rngs_graph)
   state = jitted(rngs_state)
   model, used_rngs = nnx.merge(graphs[-1], state)
