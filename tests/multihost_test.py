@@ -229,6 +229,51 @@ def test_two_processes_train_and_resume_like_one(tmp_path):
       checkpoints.restore(NUM_STEPS, state, input_lib.train_batches(config))
 
 
+# Process 1 reaches the first collective this long after process 0: more than the 30 s for which
+# JAX's CPU collectives (gloo) wait for a peer, as when only process 0 hits the compilation cache.
+LATE_PEER_S = 40
+_LATE_PEER_JOB = f"""
+import time
+import jax
+import numpy as np
+from fusionjax.training import sharding
+sharding.initialize_distributed()
+if jax.process_index() == 1:
+  time.sleep({LATE_PEER_S})
+sharding.wait_for_all_processes("late peer")
+mesh = sharding.make_mesh()
+rows = sharding.global_batch(np.full((2,), jax.process_index() + 1.0), mesh)
+total = jax.jit(lambda x: x.sum(), out_shardings=sharding.replicated(mesh))(rows)
+print("sum", float(total.addressable_data(0)))
+"""
+
+
+def test_processes_wait_for_a_late_peer_before_their_collectives(tmp_path):
+  environment = dict(
+    os.environ,
+    JAX_PLATFORMS="cpu",
+    JAX_NUM_CPU_DEVICES="1",
+    JAX_COORDINATOR_ADDRESS=f"localhost:{_free_port()}",
+    JAX_NUM_PROCESSES="2",
+  )
+  processes = [
+    subprocess.Popen(
+      [sys.executable, "-c", _LATE_PEER_JOB],
+      env=environment | {"JAX_PROCESS_ID": str(process_id)},
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
+    for process_id in range(2)
+  ]
+  try:
+    outputs = [process.communicate(timeout=RUN_TIMEOUT_S)[0] for process in processes]
+  finally:
+    _kill(processes)
+  assert [process.returncode for process in processes] == [0, 0], "\n".join(outputs)
+  assert all("sum 6.0" in output for output in outputs), "\n".join(outputs)
+
+
 def test_a_job_of_several_processes_only_trains(tmp_path):
   workdir = tmp_path / "eval_job"
   processes = _start(workdir, num_processes=2, mode="eval")

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding, PartitionSpec
 
 _LOG = logging.getLogger(__name__)
@@ -22,6 +23,9 @@ DATA_AXIS = "data"
 COORDINATOR_VARIABLE = "JAX_COORDINATOR_ADDRESS"
 NUM_PROCESSES_VARIABLE = "JAX_NUM_PROCESSES"
 PROCESS_ID_VARIABLE = "JAX_PROCESS_ID"
+# How long a process waits at `wait_for_all_processes` for the slowest one: compiling a paper-size
+# training step on CPU takes minutes, and only one process may hit the compilation cache.
+BARRIER_TIMEOUT_S = 3600
 # Jobs of these schedulers are detected by jax.distributed.initialize() from their variables.
 _SCHEDULER_PROCESS_COUNT_VARIABLES = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")
 
@@ -83,6 +87,16 @@ def initialize_distributed(
   )
   _LOG.info("jax.distributed: process %d of %d", jax.process_index(), jax.process_count())
   return True
+
+
+def wait_for_all_processes(name: str, timeout_s: int = BARRIER_TIMEOUT_S) -> None:
+  """Blocks until every process of the job has called this with `name`; nothing with one process.
+
+  The coordination service's barrier, not a collective: JAX's CPU collectives (gloo) give a peer
+  only 30 s to arrive, less than one process may lag another while compiling. A name may be
+  waited at once per job.
+  """
+  ocp.multihost.get_barrier_sync_fn()(key=name, timeout_ms=timeout_s * 1000)
 
 
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
