@@ -83,26 +83,29 @@ def _command(workdir: pathlib.Path, mode: str) -> list[str]:
   ]
 
 
+def _environments(num_processes: int, devices_per_process: int) -> list[dict[str, str]]:
+  """The environment of each process of a localhost job (no job variables for one process)."""
+  environment = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(devices_per_process))
+  if num_processes == 1:
+    return [environment]
+  job = dict(
+    environment,
+    JAX_COORDINATOR_ADDRESS=f"localhost:{_free_port()}",
+    JAX_NUM_PROCESSES=str(num_processes),
+  )
+  return [dict(job, JAX_PROCESS_ID=str(process_id)) for process_id in range(num_processes)]
+
+
 def _start(
   workdir: pathlib.Path, num_processes: int, mode: str = "train"
 ) -> list[subprocess.Popen]:
   """The job's processes, each with 4 / num_processes CPU devices; logs in workdir.<i>.log."""
-  environment = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(4 // num_processes))
-  job = {}
-  if num_processes > 1:
-    job = dict(
-      JAX_COORDINATOR_ADDRESS=f"localhost:{_free_port()}", JAX_NUM_PROCESSES=str(num_processes)
-    )
   processes = []
-  for process_id in range(num_processes):
-    process_variables = dict(job, JAX_PROCESS_ID=str(process_id)) if job else {}
+  for process_id, environment in enumerate(_environments(num_processes, 4 // num_processes)):
     log = (workdir.parent / f"{workdir.name}.{process_id}.log").open("a")
     processes.append(
       subprocess.Popen(
-        _command(workdir, mode),
-        env=environment | process_variables,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+        _command(workdir, mode), env=environment, stdout=log, stderr=subprocess.STDOUT
       )
     )
     log.close()
@@ -248,23 +251,16 @@ print("sum", float(total.addressable_data(0)))
 """
 
 
-def test_processes_wait_for_a_late_peer_before_their_collectives(tmp_path):
-  environment = dict(
-    os.environ,
-    JAX_PLATFORMS="cpu",
-    JAX_NUM_CPU_DEVICES="1",
-    JAX_COORDINATOR_ADDRESS=f"localhost:{_free_port()}",
-    JAX_NUM_PROCESSES="2",
-  )
+def test_processes_wait_for_a_late_peer_before_their_collectives():
   processes = [
     subprocess.Popen(
       [sys.executable, "-c", _LATE_PEER_JOB],
-      env=environment | {"JAX_PROCESS_ID": str(process_id)},
+      env=environment,
       stdout=subprocess.PIPE,
       stderr=subprocess.STDOUT,
       text=True,
     )
-    for process_id in range(2)
+    for environment in _environments(num_processes=2, devices_per_process=1)
   ]
   try:
     outputs = [process.communicate(timeout=RUN_TIMEOUT_S)[0] for process in processes]

@@ -94,7 +94,7 @@ def wait_for_all_processes(name: str, timeout_s: int = BARRIER_TIMEOUT_S) -> Non
 
   The coordination service's barrier, not a collective: JAX's CPU collectives (gloo) give a peer
   only 30 s to arrive, less than one process may lag another while compiling. A name may be
-  waited at once per job.
+  waited at only once per job.
   """
   ocp.multihost.get_barrier_sync_fn()(key=name, timeout_ms=timeout_s * 1000)
 
