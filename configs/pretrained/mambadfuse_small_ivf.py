@@ -11,11 +11,12 @@ The `mambadfuse_small` variant (fusionjax/models/mambadfuse.py: C = 24, N = 8, t
 kind). Data: RoadScene train pairs only (docs/data.md layout, `roadscene/train/{ir,vi}`), 154 for
 training and 17 held out for validation (TFDS split slices of the prepared dataset); the 50 test
 pairs are never read. Loss: MambaDFuse's with the weights of its medical recipe (20 intensity
-against max(A, B), 100 max-gradient, 50 SSIM averaged over both sources), which keeps more of
-each source's structure than its infrared-visible weights (20, 20, 10 gradient-weighted SSIM;
-`s4fusion_ivf` uses those). Random 64 x 64 crops with dihedral augmentation, Adam with a linear
-warm-up and cosine decay, EMA 0.995 of the parameters (what validation and the shipped weights
-use).
+against max(A, B), 50 SSIM averaged over both sources) and the max-gradient term weighted 150
+(at the recipe's 100 the validation SF and Qabf stayed under the Laplacian pyramid's), which
+keeps more of each source's structure than its infrared-visible weights (20, 20, 10
+gradient-weighted SSIM; `s4fusion_ivf` uses those). Random 64 x 64 crops with dihedral
+augmentation, Adam with a linear warm-up and cosine decay, EMA 0.995 of the parameters (what
+validation and the shipped weights use).
 """
 
 from fusionjax import config_lib
@@ -25,7 +26,7 @@ def get_config(arg=None):
   del arg  # no variants
   config = config_lib.base_config(config_lib.model_config("mambadfuse_small"))
   config.loss.update(
-    intensity_weight=20.0, gradient_weight=100.0, ssim_weight=50.0, ssim_weighting="equal"
+    intensity_weight=20.0, gradient_weight=150.0, ssim_weight=50.0, ssim_weighting="equal"
   )
   config_lib.pretrained_data(config, "roadscene", validation_pairs=17, crop_size=64, batch_size=4)
   return config_lib.pretrained_recipe(config, learning_rate=1e-3, warmup_steps=150, num_steps=3_000)
