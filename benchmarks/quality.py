@@ -36,15 +36,20 @@ CDDFuse's published value? That means its mean, rounded to the paper's 2 decimal
 the published one; the goal is `GOAL_REACHES_PUBLISHED`. Where a model falls short, the margins
 are listed.
 
-Outputs: `--out` (default docs/quality/) gets README.md (every table, the goals and the models
-scored; only what this run scored: the committed one comes from a run without --models,
---sets or --num-pairs, and published rows appear only beside whole test sets) and one
-`<set>.png` per test set: its first `--grid-pairs` pairs, with source a, source b, each
-baseline and each model, reduced below `GRID_MAX_BYTES`. The fused images, per-pair
+Outputs: `--out` (default docs/quality/) gets README.md (the models, the goals, a table per
+set, and the command that scored each set) and one `<set>.png` per test set: its first
+`--grid-pairs` pairs, with source a, source b, each baseline and each model, reduced below
+`GRID_MAX_BYTES`. The fused images, per-pair
 `metrics.csv` and full-size grids go to `--work-dir` (default: a temporary folder, removed
 afterwards). `--update-index` writes each model's means into its index entry's `test_metrics`
 as {set: {metric: mean}} (`fusionjax.models.shipped.write_index`). It needs whole test sets,
 so it refuses `--num-pairs`.
+
+The README is updated set by set: the sets this run scores replace their sections and goals,
+the others keep theirs from the README already in `--out`, so after retraining one model,
+`--sets=<its sets> --update-index` is enough. A set's section shows what one run scored:
+score all of a set's models together (no --models), and whole sets (no --num-pairs; published
+rows appear only beside whole sets) for the committed README.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ import dataclasses
 import math
 import os
 import pathlib
+import re
 import shlex
 import sys
 import tempfile
@@ -392,15 +398,74 @@ def updated_entries(
   return updated
 
 
-def readme(results: Sequence[SetResult], command: str) -> str:
-  """docs/quality/README.md: the models, the goals, a table and grid per set."""
-  scored = list({entry.name: entry for result in results for entry in result.models}.values())
+def set_section(result: SetResult, command: str) -> str:
+  """A set's section of the README: what was scored, by which command, its table and grid."""
+  part = "" if result.pairs == result.total_pairs else f"; first {result.pairs} only"
+  what = "transfer of the medical models" if result.transfer else f"task {result.eval_set.task}"
+  lines = [
+    f"## {result.eval_set.name}",
+    "",
+    f"{result.total_pairs} test pairs{part} ({what}). Scored by `{command}`",
+    f"(JAX {jax.__version__}, {jax.devices()[0].platform}).",
+    "",
+    markdown_table(result),
+  ]
+  if result.grid:
+    lines += [f"![{result.eval_set.name}]({result.grid.name})"]
+  return "\n".join(lines).rstrip() + "\n"
+
+
+class ShownSet(NamedTuple):
+  """A set as the README shows it: its section and its goal lines."""
+
+  section: str
+  goal_lines: list[str]
+
+
+def shown_sets(text: str) -> dict[str, ShownSet]:
+  """The sets that a README written by `readme` shows, by name."""
+  parts = re.split(r"(?m)^(?=## )", text)
+  goal_lines = next((part for part in parts if part.startswith("## Goals")), "").splitlines()
+  known = {eval_set.name for eval_set in EVAL_SETS}
+  shown = {}
+  for part in parts:
+    name = part.split("\n", 1)[0].removeprefix("## ").strip()
+    if name in known:
+      shown[name] = ShownSet(
+        part.rstrip() + "\n", [line for line in goal_lines if f" on {name}: " in line]
+      )
+  return shown
+
+
+def section_models(section: str) -> list[str]:
+  """Names of the models in a set section's table (rows of kind shipped or transfer)."""
+  return re.findall(r"(?m)^\| ([^|]+?) \| (?:shipped|transfer) \|", section)
+
+
+def readme(
+  results: Sequence[SetResult],
+  command: str,
+  previous: str | None = None,
+  index: Sequence[shipped.Entry] = (),
+) -> str:
+  """docs/quality/README.md: the models, the goals, a table and grid per set. Sets that
+  `results` do not cover keep their section and goals from `previous` (the README as it was),
+  so a run with --sets rescores those sets only; their models' rows come from `index`."""
+  shown = shown_sets(previous) if previous else {}
+  for result in results:
+    shown[result.eval_set.name] = ShownSet(
+      set_section(result, command), [f"* {goal.describe()}" for goal in goals(result)]
+    )
+  ordered = [shown[eval_set.name] for eval_set in EVAL_SETS if eval_set.name in shown]
+  entries = {entry.name: entry for entry in index}
+  entries |= {entry.name: entry for result in results for entry in result.models}
+  names = dict.fromkeys(name for item in ordered for name in section_models(item.section))
   lines = [
     "# Quality of the shipped models",
     "",
-    f"Written by `{command}`",
-    f"(JAX {jax.__version__}, {jax.devices()[0].platform}); do not edit by hand. The script's",
-    "docstring (`benchmarks/quality.py`) says what is compared and how; docs/metrics.md defines",
+    "Written by `benchmarks/quality.py`: each set's section names the run that scored it (a run",
+    "with --sets rewrites those sets and keeps the others); do not edit by hand. The script's",
+    "docstring says what is compared and how; docs/metrics.md defines",
     "the metrics, docs/data.md the test sets and their overlaps with training sets.",
     "",
     "Each table lists the means over its pairs. EN to SSIM and AG follow the CDDFuse Python",
@@ -417,23 +482,12 @@ def readme(results: Sequence[SetResult], command: str) -> str:
   lines += [
     f"| {e.name} | {e.model} | {e.task} | {', '.join(e.inputs)} | {e.data} | {e.steps} | "
     f"{e.wall_time_hours} | {e.hardware} | {e.dtype} |"
-    for e in scored
+    for e in (entries[name] for name in names if name in entries)
   ]
   lines += ["", "## Goals", ""]
-  lines += [f"* {goal.describe()}" for result in results for goal in goals(result)] or ["none"]
-  for result in results:
-    part = "" if result.pairs == result.total_pairs else f"; first {result.pairs} only"
-    what = "transfer of the medical models" if result.transfer else f"task {result.eval_set.task}"
-    lines += [
-      "",
-      f"## {result.eval_set.name}",
-      "",
-      f"{result.total_pairs} test pairs{part} ({what}).",
-      "",
-      markdown_table(result),
-    ]
-    if result.grid:
-      lines += [f"![{result.eval_set.name}]({result.grid.name})", ""]
+  lines += [line for item in ordered for line in item.goal_lines] or ["none"]
+  for item in ordered:
+    lines += ["", item.section.rstrip()]
   return "\n".join(lines).rstrip() + "\n"
 
 
@@ -558,8 +612,11 @@ def main(argv: Sequence[str]) -> list[SetResult]:
       jax.clear_caches()
   if not results:
     return results
-  with fuse.atomic_output(args.out / "README.md", overwrite=True) as temporary_file:
-    temporary_file.write_text(readme(results, recorded_command(argv)))
+  readme_path = args.out / "README.md"
+  previous = readme_path.read_text() if readme_path.is_file() else None
+  text = readme(results, recorded_command(argv), previous, models.list_pretrained())
+  with fuse.atomic_output(readme_path, overwrite=True) as temporary_file:
+    temporary_file.write_text(text)
   print(f"\nwrote {args.out / 'README.md'}")
   if args.update_index:
     shipped.write_index(updated_entries(shipped.read_index(), results))

@@ -111,6 +111,33 @@ def test_table_bolds_the_best_and_shows_published_only_for_whole_sets():
   assert len(quality.goals(_result(values, pairs=3))) == 1
 
 
+def test_readme_rescoring_one_set_keeps_the_others_sections_and_goals():
+  values = {metric: 2.5 for metric in quality.METRICS}
+  ct_means = {"low": _result(values).means["low"], "high": _result(values).means["high"]}
+  ct = quality.SetResult(
+    EVAL_SETS["harvard_ct_mri"],
+    24,
+    24,
+    ["low", "high"],
+    [entry()],
+    ct_means | {"tiny_ct": values},
+    None,
+  )
+  first = quality.readme([_result(values), ct], "python first")
+  assert "* model on roadscene: beats every baseline on 8 of 8" in first
+  index = [entry(name="model"), entry()]
+  second = quality.readme([_result(values | {"EN": 0.15})], "python second", first, index)
+  before, after = quality.shown_sets(first), quality.shown_sets(second)
+  assert after["harvard_ct_mri"] == before["harvard_ct_mri"]
+  assert "Scored by `python second`" in after["roadscene"].section
+  assert "python first" not in after["roadscene"].section
+  assert (
+    after["roadscene"].goal_lines[0].startswith("* model on roadscene: beats every baseline on 7")
+  )
+  assert "| model | s4fusion_tiny |" in second and "| tiny_ct | s4fusion_tiny |" in second
+  assert quality.readme([], "python third", second, index) == second
+
+
 def test_index_update_keeps_other_sets_and_round_trips(tmp_path):
   old = {"harvard_ct_mri": {"EN": 1.0}, "roadscene": {"EN": 0.0}}
   entries = [entry(name="model", task="ivf", inputs=("ir", "vi"), test_metrics=old), entry()]
