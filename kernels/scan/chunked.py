@@ -20,11 +20,12 @@ place and drops the states entering each chunk, which differentiation keeps:
 
 Backward, chunk by chunk in reverse:
 1. decay = exp(delta * A) for all the chunk's steps at once (one vectorised exp per element);
-2. a forward pass over the chunk recomputes, from the state entering it, decay[t] * h[t-1] for
-   each step (multiply-adds only, kept for the chunk: (chunk, batch, G, N, Dg));
+2. a forward pass over the chunk recomputes, from the state entering it, the states h[t]
+   (multiply-adds only, kept for the chunk with the entering state: (chunk + 1, batch, G, N, Dg));
 3. a reverse pass runs the adjoint recurrence lam[t] = dL/dh[t] = C[t] dy[t] + decay[t+1] *
-   lam[t+1] and forms step t's gradients as it goes: du, ddelta, dB and dC are written in
-   place, dA is accumulated.
+   lam[t+1] and forms step t's gradients as it goes: du, ddelta, dB and dC (from h[t]) are
+   written in place, dA is accumulated. The gradient with respect to delta[t] * A is
+   (decay[t] * lam[t]) * h[t-1], the first factor being what step t passes to t-1.
 Nothing of size (batch, L, D, N) is held: memory is O(chunk * batch * D * N) on top of the
 inputs and gradients, where autodiff through `reference.scan_reference` stores several
 (L, batch, D, N) residuals.
@@ -110,15 +111,13 @@ def _backward(chunk, residuals, cotangents):
     delta_c = jax.lax.dynamic_slice_in_dim(delta, start, chunk, axis=1)
     decay = jnp.exp(delta_c[..., None, :] * A_t[:, None])  # (batch, chunk, G, N, Dg)
 
-    def recompute(k, carry):  # carried[k] = decay[k] * h[k-1]; h[k] = carried[k] + drive[k]
-      state, carried = carry
+    def recompute(k, states):  # states[k + 1] = h[k] = decay[k] * h[k-1] + drive[k]
       t = start + k
-      decayed = _at(decay, k) * state
-      carried = jax.lax.dynamic_update_index_in_dim(carried, decayed, k, axis=0)
-      return decayed + _drive(_at(u, t), _at(delta, t), _at(B, t)), carried
+      state = _at(decay, k) * states[k] + _drive(_at(u, t), _at(delta, t), _at(B, t))
+      return jax.lax.dynamic_update_index_in_dim(states, state, k + 1, axis=0)
 
-    carried = jnp.zeros((chunk, *entries.shape[1:]), jnp.float32)
-    _, carried = jax.lax.fori_loop(0, chunk, recompute, (entries[num_chunks - 1 - i], carried))
+    states = jnp.zeros((chunk + 1, *entries.shape[1:]), jnp.float32)
+    states = jax.lax.fori_loop(0, chunk, recompute, states.at[0].set(entries[num_chunks - 1 - i]))
 
     def adjoint(j, carry):  # to_past = decay[t+1] * lam[t+1], what step t receives from later
       to_past, dA, du, ddelta, dB, dC = carry
@@ -126,16 +125,16 @@ def _backward(chunk, residuals, cotangents):
       t = start + k
       u_t, delta_t, B_t, C_t, dy_t = (_at(x, t) for x in (u, delta, B, C, dy))
       lam = dy_t[..., None, :] * C_t[..., None] + to_past
-      decayed = carried[k]
-      gate = lam * decayed  # dL/d(delta[t] * A)
+      to_past = _at(decay, k) * lam
+      gate = to_past * states[k]  # dL/d(delta[t] * A) = lam[t] * decay[t] * h[t-1]
       lam_B = _dot_states(lam, B_t)
       return (
-        _at(decay, k) * lam,
+        to_past,
         dA + gate * delta_t[..., None, :],
         _write(du, delta_t * lam_B, t),
         _write(ddelta, _sum_states(gate * A_t) + u_t * lam_B, t),
         _write(dB, _dot_channels(lam, delta_t * u_t), t),
-        _write(dC, _dot_channels(decayed + _drive(u_t, delta_t, B_t), dy_t), t),
+        _write(dC, _dot_channels(states[k + 1], dy_t), t),
       )
 
     return jax.lax.fori_loop(0, chunk, adjoint, carry)
