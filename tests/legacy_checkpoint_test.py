@@ -1,13 +1,17 @@
 """Checkpoints and converted weights written by an earlier fusionjax still load, to the same
 numbers (tests/fixtures/README.md, section `legacy/`, says how they were written)."""
 
+import functools
 import json
 import pathlib
 import shutil
 
+import jax
 import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
+from flax import nnx
 
 from fusionjax import convert, models
 from fusionjax.training import checkpointing, reports, state
@@ -28,6 +32,11 @@ def test_converted_weights_load_to_the_same_outputs(name, inputs):
   np.testing.assert_allclose(
     fused, np.load(LEGACY / "params" / name / "fused.npy"), rtol=1e-5, atol=1e-5
   )
+
+
+def _child(tree: dict, key) -> dict:
+  """`tree`'s entry for one key of a JAX key path (a dict key, or an attribute as "value")."""
+  return tree[str(key.key if hasattr(key, "key") else key.name)]
 
 
 @pytest.fixture
@@ -58,3 +67,15 @@ def test_training_checkpoint_restores_every_item_for_resuming(legacy_run):
   assert int(state.step(restored)) == 2
   assert restored.ema is not None
   next(batches)  # the iterator resumes from the saved position
+  # That code kept Adam's moments per parameter; they come back raveled in the parameters'
+  # order (optax.flatten's), each equal to the stored arrays.
+  stored = ocp.StandardCheckpointer().restore(workdir / "checkpoints" / "2" / "opt")
+  adam = stored["opt_state"]["0"]
+  for moment in ("mu", "nu"):
+    expected = [
+      np.ravel(functools.reduce(_child, path, adam[moment]))
+      for path, _ in jax.tree_util.tree_leaves_with_path(nnx.filter_state(fresh.model, nnx.Param))
+    ]
+    np.testing.assert_array_equal(
+      restored.opt["opt_state"][0][moment][...], np.concatenate(expected)
+    )

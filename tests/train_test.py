@@ -16,6 +16,7 @@ import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
@@ -25,6 +26,7 @@ from fusionjax.training import (
   CheckpointMismatchError,
   NonFiniteLossError,
   checkpointing,
+  optim,
   sharding,
   steps,
 )
@@ -76,6 +78,33 @@ def single_device_run(family: str):
   a, b = (sharding.global_batch(batch[key], mesh) for key in ("img_a", "img_b"))
   state = jax.device_put(state, sharding.replicated(mesh))
   return config, graphs, state, (a, b), steps.jit_train_step(config, graphs, mesh)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_optimizer_on_raveled_parameters_updates_as_per_parameter_optax(optimizer):
+  config = config_lib.base_config(config_lib.model_config("mambadfuse_tiny"))
+  config.optim.update(optimizer=optimizer, grad_clip_norm=0.5)
+  if optimizer == "adamw":
+    config.optim.weight_decay = 0.05
+  schedule = optim.make_schedule(config.optim, num_steps=10)
+  ours = optim.make_optimizer(config.optim, schedule)
+  theirs = optax.chain(
+    optax.clip_by_global_norm(0.5),
+    optax.adamw(schedule, weight_decay=0.05) if optimizer == "adamw" else optax.adam(schedule),
+  )
+  keys = iter(jax.random.split(jax.random.key(3), 20))
+  params = {"kernel": jax.random.normal(next(keys), (3, 4)), "bias": {"b": jnp.ones((5,))}}
+  our_state, their_state = ours.init(params), theirs.init(params)
+  # Adam's moments are one vector each: what makes the update a few kernels.
+  assert {leaf.shape for leaf in jax.tree.leaves(our_state) if leaf.ndim} == {(17,)}
+  for _ in range(3):
+    grads = jax.tree.map(lambda x: jax.random.normal(next(keys), x.shape), params)
+    our_update, our_state = ours.update(grads, our_state, params)
+    their_update, their_state = theirs.update(grads, their_state, params)
+    jax.tree.map(
+      lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-8), our_update, their_update
+    )
+    params = optax.apply_updates(params, our_update)
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))

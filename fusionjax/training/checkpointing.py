@@ -16,6 +16,7 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 from flax import nnx
+from jax.flatten_util import ravel_pytree
 from orbax.checkpoint import checkpoint_managers as policies
 
 from fusionjax.training.state import TrainState
@@ -76,6 +77,44 @@ def _abstract(leaf) -> jax.ShapeDtypeStruct:
     jax.local_devices()[0]
   )
   return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
+
+
+def _per_parameter_layout(
+  opt: nnx.State, params: nnx.State, stored: Mapping[str, tuple[int, ...]]
+) -> tuple[nnx.State, list[tuple]]:
+  """The optimizer state `opt` in the layout of checkpoints written before the optimizer ran on
+  raveled parameters (`optim.make_optimizer`): each vector of `opt` that `stored` (a checkpoint's
+  leaf shapes) keeps as one array per parameter becomes a subtree shaped like `params`. Returns
+  that state and the paths of the vectors so replaced (none when `stored` is not that layout)."""
+  legacy = jax.tree.map(lambda leaf: leaf, opt)
+  replaced = []
+  for path, variable in nnx.to_flat_state(opt):
+    name = "/".join(map(str, path))
+    if name in stored or not any(key.startswith(name + "/") for key in stored):
+      continue
+    dtype = variable.get_value().dtype
+    parent = legacy
+    for key in path[:-1]:
+      parent = parent[key]
+    parent[path[-1]] = jax.tree.map(
+      lambda leaf, dtype=dtype: _abstract(leaf).update(dtype=dtype), params
+    )
+    replaced.append(path)
+  return legacy, replaced
+
+
+def _ravel_subtrees(restored: nnx.State, target: nnx.State, paths: list[tuple]) -> nnx.State:
+  """`restored` (in `_per_parameter_layout`) with the subtree at each of `paths` raveled into
+  the vector `target` holds there, in the order optax.flatten ravels parameters."""
+  variables = dict(nnx.to_flat_state(target))
+  for path in paths:
+    parent = restored
+    for key in path[:-1]:
+      parent = parent[key]
+    variable = variables[path]
+    ravel = jax.jit(lambda tree: ravel_pytree(tree)[0], out_shardings=variable.sharding)
+    parent[path[-1]] = variable.replace(ravel(parent[path[-1]]))
+  return restored
 
 
 class RunCheckpoints:
@@ -198,6 +237,12 @@ class RunCheckpoints:
     `data_iterator` (when given) to the saved position. Items that are None in `target` are
     not read (e.g. opt for evaluation)."""
     wanted = {name: getattr(target, name) for name in _STATE_ITEMS}
+    raveled = []
+    metadata = self.manager.item_metadata(step)
+    if wanted["opt"] is not None and "opt" in metadata.keys():
+      params = nnx.filter_state(target.model, nnx.Param)
+      stored = _leaf_shapes(metadata["opt"].tree)
+      wanted["opt"], raveled = _per_parameter_layout(wanted["opt"], params, stored)
     self._check_compatible(step, wanted)
     items = {
       name: ocp.args.StandardRestore(jax.tree.map(_abstract, tree))
@@ -207,7 +252,9 @@ class RunCheckpoints:
     if data_iterator is not None:
       self._check_process_count(step)
       items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
-    restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+    restored = dict(self.manager.restore(step, args=ocp.args.Composite(**items)))
+    if raveled:
+      restored["opt"] = _ravel_subtrees(restored["opt"], target.opt, raveled)
     return TrainState(
       **{name: restored[name] if tree is not None else None for name, tree in wanted.items()}
     )
