@@ -107,6 +107,30 @@ def test_optimizer_on_raveled_parameters_updates_as_per_parameter_optax(optimize
     params = optax.apply_updates(params, our_update)
 
 
+class _TwoParameters(nnx.Module):
+  def __init__(self, rngs: nnx.Rngs):
+    self.scale = nnx.Param(jax.random.normal(rngs.params(), (3,)))
+    self.shift = nnx.Param(jax.random.normal(rngs.params(), (2, 2)))
+
+  def __call__(self, a, b):
+    return a * self.scale[...].sum() + b * self.shift[...].prod()
+
+
+def test_train_step_reports_the_global_gradient_norm():
+  model = _TwoParameters(nnx.Rngs(5))
+  optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
+  graphs = state_lib.Graphs(
+    train=nnx.graphdef(model), eval=nnx.graphdef(model), opt=nnx.graphdef(optimizer)
+  )
+  state = state_lib.TrainState(model=nnx.state(model), opt=nnx.state(optimizer), ema=None)
+  a, b = jnp.linspace(0, 1, 8).reshape(2, 2, 2, 1), jnp.linspace(1, 3, 8).reshape(2, 2, 2, 1)
+  loss_fn = lambda a, b, fused: (jnp.mean((fused - a) ** 2), {})  # noqa: E731
+  grads = jax.grad(lambda m: loss_fn(a, b, m(a, b))[0])(model)
+  expected = np.sqrt(sum(np.sum(np.square(g)) for g in jax.tree.leaves(grads)))
+  _, metrics = steps.train_step(graphs, loss_fn, optax.constant_schedule(1e-3), 0.0, state, a, b)
+  np.testing.assert_allclose(metrics["grad_norm"], expected, rtol=1e-6)
+
+
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_a_few_steps_lower_the_loss(family):
   config, _, state, (a, b), train_step = single_device_run(family)
