@@ -235,7 +235,9 @@ class RunCheckpoints:
   ) -> TrainState:
     """The state saved at `step`, into `target`'s structure, dtypes and shardings; also moves
     `data_iterator` (when given) to the saved position. Items that are None in `target` are
-    not read (e.g. opt for evaluation)."""
+    not read (e.g. opt for evaluation). An "opt" item of a run saved before the optimizer
+    raveled the parameters (one array per parameter and Adam moment) is read in that layout and
+    raveled, so such runs resume."""
     wanted = {name: getattr(target, name) for name in _STATE_ITEMS}
     raveled = []
     metadata = self.manager.item_metadata(step)
