@@ -34,11 +34,6 @@ def test_converted_weights_load_to_the_same_outputs(name, inputs):
   )
 
 
-def _child(tree: dict, key) -> dict:
-  """`tree`'s entry for one key of a JAX key path (a dict key, or an attribute as "value")."""
-  return tree[str(key.key if hasattr(key, "key") else key.name)]
-
-
 @pytest.fixture
 def legacy_run(tmp_path) -> tuple[ml_collections.ConfigDict, pathlib.Path]:
   workdir = tmp_path / "run"
@@ -73,7 +68,9 @@ def test_training_checkpoint_restores_every_item_for_resuming(legacy_run):
   adam = stored["opt_state"]["0"]
   for moment in ("mu", "nu"):
     expected = [
-      np.ravel(functools.reduce(_child, path, adam[moment]))
+      np.ravel(
+        functools.reduce(lambda tree, key: tree[checkpointing._key_name(key)], path, adam[moment])
+      )
       for path, _ in jax.tree_util.tree_leaves_with_path(nnx.filter_state(fresh.model, nnx.Param))
     ]
     np.testing.assert_array_equal(

@@ -79,6 +79,13 @@ def _abstract(leaf) -> jax.ShapeDtypeStruct:
   return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
 
 
+def _node(state: nnx.State, path: tuple) -> nnx.State:
+  """The subtree of `state` at `path` (a tuple of keys)."""
+  for key in path:
+    state = state[key]
+  return state
+
+
 def _per_parameter_layout(
   opt: nnx.State, params: nnx.State, stored: Mapping[str, tuple[int, ...]]
 ) -> tuple[nnx.State, list[tuple]]:
@@ -93,10 +100,7 @@ def _per_parameter_layout(
     if name in stored or not any(key.startswith(name + "/") for key in stored):
       continue
     dtype = variable.get_value().dtype
-    parent = legacy
-    for key in path[:-1]:
-      parent = parent[key]
-    parent[path[-1]] = jax.tree.map(
+    _node(legacy, path[:-1])[path[-1]] = jax.tree.map(
       lambda leaf, dtype=dtype: _abstract(leaf).update(dtype=dtype), params
     )
     replaced.append(path)
@@ -108,10 +112,7 @@ def _ravel_subtrees(restored: nnx.State, target: nnx.State, paths: list[tuple]) 
   the vector `target` holds there, in the order optax.flatten ravels parameters."""
   variables = dict(nnx.to_flat_state(target))
   for path in paths:
-    parent = restored
-    for key in path[:-1]:
-      parent = parent[key]
-    variable = variables[path]
+    parent, variable = _node(restored, path[:-1]), variables[path]
     ravel = jax.jit(lambda tree: ravel_pytree(tree)[0], out_shardings=variable.sharding)
     parent[path[-1]] = variable.replace(ravel(parent[path[-1]]))
   return restored
@@ -194,10 +195,9 @@ class RunCheckpoints:
     run = self.manager.restore(step, args=ocp.args.Composite(run=ocp.args.JsonRestore()))["run"]
     return run.get("model", {}).get("name", "unknown")
 
-  def _check_compatible(self, step: int, target: Mapping[str, nnx.State | None]) -> None:
-    """Raises CheckpointMismatchError naming what differs between the stored items and the
-    arrays `target` expects (parameter names and shapes)."""
-    metadata = self.manager.item_metadata(step)
+  def _check_compatible(self, step: int, target: Mapping[str, nnx.State | None], metadata) -> None:
+    """Raises CheckpointMismatchError naming what differs between the stored items (`metadata`,
+    the step's item metadata) and the arrays `target` expects (parameter names and shapes)."""
     stored_model = self._stored_model_name(step, metadata)
     where = f"checkpoint {self.directory / str(step)} (model {stored_model!r})"
     for name, expected in target.items():
@@ -245,7 +245,7 @@ class RunCheckpoints:
       params = nnx.filter_state(target.model, nnx.Param)
       stored = _leaf_shapes(metadata["opt"].tree)
       wanted["opt"], raveled = _per_parameter_layout(wanted["opt"], params, stored)
-    self._check_compatible(step, wanted)
+    self._check_compatible(step, wanted, metadata)
     items = {
       name: ocp.args.StandardRestore(jax.tree.map(_abstract, tree))
       for name, tree in wanted.items()
