@@ -78,6 +78,21 @@ def test_build_compiled_and_init_agree_with_build():
   assert nnx.graphdef(traced) == nnx.graphdef(model)  # traced rngs: built as `build` does
 
 
+def test_construction_leaves_out_compiler_options_this_xla_does_not_know(monkeypatch):
+  """Newer XLA releases refuse options older ones took (jaxlib 0.12 has no
+  xla_cpu_use_fusion_emitters): construction keeps the options this XLA compiles with."""
+  functional = models.functional
+  functional._init_compiler_options.cache_clear()
+  known = functional._init_compiler_options()
+  assert known.items() >= functional._NO_OPTIMISATION.items()
+  monkeypatch.setattr(functional, "_LOOP_EMITTERS", {"xla_no_such_option_anywhere": True})
+  functional._init_compiler_options.cache_clear()
+  try:
+    assert functional._init_compiler_options() == functional._NO_OPTIMISATION
+  finally:
+    functional._init_compiler_options.cache_clear()
+
+
 @pytest.mark.parametrize("name", ["mambadfuse_tiny", "fusionmamba_tiny", "s4fusion_tiny"])
 def test_config_scan_impl_reaches_every_scan_and_survives_split_merge(name):
   model = nnx.eval_shape(
