@@ -101,6 +101,20 @@ def _check_shapes(u, delta, A, B, C, D, z, delta_bias):
   return groups, state_dim
 
 
+def chunk_length(length: int, longest: int) -> int:
+  """The chunk length the "chunked" implementation runs L = `length` steps in, at most `longest`.
+
+  Padding L to a multiple of the chunk copies every input, so the longest chunk that divides L
+  is taken where it is at least half of `longest` (L = 144, 288 and 576 with 64: 48, 48 and 64;
+  L <= `longest`: one chunk of L). Otherwise L is split into ceil(L / longest) chunks of equal
+  length and padded by fewer steps than there are chunks (L = 133 with 64: three chunks of 45).
+  """
+  divisor = max(d for d in range(1, min(length, longest) + 1) if length % d == 0)
+  if 2 * divisor >= min(length, longest):
+    return divisor
+  return -(-length // -(-length // longest))
+
+
 def _run_core(impl, u, delta, A, B, C, state0, chunk):
   """Dispatches the float32 core (see reference.py) to one implementation."""
   if impl == "reference":
@@ -110,7 +124,7 @@ def _run_core(impl, u, delta, A, B, C, state0, chunk):
   if impl == "pallas":
     return scan_pallas(u, delta, A, B, C, state0)
   length = u.shape[1]
-  chunk = min(chunk, length)
+  chunk = chunk_length(length, chunk)
   pad = -length % chunk
   if pad:  # delta = 0 steps are identity transitions: y is cropped, the last state unchanged.
     widths = lambda x: [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2)
@@ -147,7 +161,8 @@ def selective_scan_channels_last(
       sequence's start; an extension of mamba's signature): passing the last state of one call
       to the next runs a long sequence in pieces, as one call would (differentiable).
     impl: "reference", "associative", "chunked", "pallas" or "auto" (see `resolve_impl`).
-    chunk: chunk length of the "chunked" implementation (its backward holds one chunk at a time).
+    chunk: the longest chunk of the "chunked" implementation (its backward holds one chunk at a
+      time); see `chunk_length` for the one it runs.
 
   Returns:
     y (batch, L, dim) in u's dtype, and the last state when asked.
