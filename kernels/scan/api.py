@@ -101,6 +101,20 @@ def _check_shapes(u, delta, A, B, C, D, z, delta_bias):
   return groups, state_dim
 
 
+@jax.custom_jvp
+def _softplus(x):
+  """log(1 + exp(x)) for any float x, to jax.nn.softplus's float32 accuracy, with the derivative
+  sigmoid(x): jax.nn.softplus differentiates through logaddexp's guards for infinities, which
+  costs 7x as much on CPU (2.7 against 0.38 ms for the gradient of 663k values, one core)."""
+  return jnp.maximum(x, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
+
+
+@_softplus.defjvp
+def _softplus_jvp(primals, tangents):
+  (x,), (dx,) = primals, tangents
+  return _softplus(x), jax.nn.sigmoid(x) * dx
+
+
 def chunk_length(length: int, longest: int) -> int:
   """The chunk length the "chunked" implementation runs L = `length` steps in, at most `longest`.
 
@@ -182,7 +196,7 @@ def selective_scan_channels_last(
   if delta_bias is not None:
     delta32 = delta32 + f32(delta_bias)[None, None]
   if delta_softplus:
-    delta32 = jax.nn.softplus(delta32)
+    delta32 = _softplus(delta32)
   if B32.ndim == 3:
     B32, C32 = B32[:, :, None], C32[:, :, None]
   group_dim = dim // groups

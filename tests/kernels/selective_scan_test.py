@@ -243,6 +243,16 @@ def test_layouts_agree():
   np.testing.assert_allclose(np.asarray(t(y_last)), np.asarray(y), rtol=1e-6)
 
 
+def test_delta_softplus_and_its_derivative_at_the_edges():
+  """The scan's softplus is jax.nn.softplus, its derivative sigmoid, also where a rewritten
+  softplus goes wrong: at 0 (max and abs meet; the derivative must stay 1/2), +-inf, NaN."""
+  x = jnp.array([-jnp.inf, -90.0, -20.0, -1.0, -1e-8, 0.0, 1e-8, 1.0, 20.0, 90.0, jnp.inf])
+  np.testing.assert_allclose(scan_api._softplus(x), jax.nn.softplus(x), rtol=1e-6, atol=0)
+  derivative = jax.vmap(jax.grad(scan_api._softplus))(x)
+  np.testing.assert_allclose(derivative, jax.nn.sigmoid(x), rtol=1e-6, atol=0)
+  assert np.isnan(scan_api._softplus(jnp.float32(jnp.nan)))
+
+
 @pytest.mark.parametrize(
   ("length", "chunk", "padded"), [(144, 48, 144), (288, 48, 288), (133, 45, 135), (64, 64, 64)]
 )
