@@ -123,8 +123,9 @@ def chunk_length(length: int, longest: int) -> int:
   L <= `longest`: one chunk of L). Otherwise L is split into ceil(L / longest) chunks of equal
   length and padded by fewer steps than there are chunks (L = 133 with 64: three chunks of 45).
   """
-  divisor = max(d for d in range(1, min(length, longest) + 1) if length % d == 0)
-  if 2 * divisor >= min(length, longest):
+  limit = min(length, longest)
+  divisor = max(d for d in range(1, limit + 1) if length % d == 0)
+  if 2 * divisor >= limit:
     return divisor
   return -(-length // -(-length // longest))
 

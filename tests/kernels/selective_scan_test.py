@@ -254,10 +254,10 @@ def test_delta_softplus_and_its_derivative_at_the_edges():
 
 
 @pytest.mark.parametrize(
-  ("length", "chunk", "padded"), [(144, 48, 144), (288, 48, 288), (133, 45, 135), (64, 64, 64)]
+  ("length", "taken", "padded"), [(144, 48, 144), (288, 48, 288), (133, 45, 135), (64, 64, 64)]
 )
 def test_chunked_takes_a_chunk_that_divides_the_length_or_pads_little(
-  monkeypatch, length, chunk, padded
+  monkeypatch, length, taken, padded
 ):
   """With chunk=64 (the longest allowed), L = 144 and 288 run in chunks of 48 (64 would pad 48
   and 32 steps, copying every input), L = 133 in three chunks of 45 (2 padding steps); y is the
@@ -266,16 +266,15 @@ def test_chunked_takes_a_chunk_that_divides_the_length_or_pads_little(
     3, batch=1, dim=4, length=length, state_dim=3, groups=0, with_optional=OPTION_SETS["all_off"]
   )
   x = {k: jnp.asarray(v, jnp.float32) for k, v in x.items() if v is not None}
-  calls = []
+  calls, scan_chunked = [], scan_api.scan_chunked
 
   def recorded(u, delta, A, B, C, state0, chunk):
     calls.append((u.shape[1], chunk))
     return scan_chunked(u, delta, A, B, C, state0, chunk)
 
-  scan_chunked = scan_api.scan_chunked
   monkeypatch.setattr(scan_api, "scan_chunked", recorded)
   y = selective_scan(**x, impl="chunked", chunk=64)
-  assert calls == [(padded, chunk)]
+  assert calls == [(padded, taken)]
   np.testing.assert_allclose(y, selective_scan(**x, impl="reference"), rtol=1e-5, atol=1e-5)
 
 
