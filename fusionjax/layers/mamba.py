@@ -34,10 +34,12 @@ from flax import nnx
 
 from fusionjax.kernels import selective_scan_channels_last
 from fusionjax.layers.torch_init import (
+  TokenLinear,
   dt_rank_for,
   layer_norm,
   mamba_dt_bias_init,
   mamba_dt_kernel_init,
+  over_tokens,
   s4d_real_a_log,
   torch_depthwise_conv,
   torch_linear,
@@ -85,7 +87,7 @@ class SelectiveScanBranch(nnx.Module):
     self.conv1d = torch_depthwise_conv(d_inner, (d_conv,), padding=((0, 0),), rngs=rngs)
     self.x_proj = torch_linear(d_inner, dt_rank + 2 * d_state, use_bias=False, rngs=rngs)
     if mamba_dt_init:
-      self.dt_proj = nnx.Linear(
+      self.dt_proj = TokenLinear(
         dt_rank,
         d_inner,
         kernel_init=mamba_dt_kernel_init(dt_rank),
@@ -110,9 +112,8 @@ class SelectiveScanBranch(nnx.Module):
     history, state = carry
     window = jnp.concatenate([history, x], axis=1)
     x = jax.nn.silu(self.conv1d(window))
-    x_dbl = token_matmul(x, self.x_proj.kernel[...])
-    dt, B, C = jnp.split(x_dbl, [self.dt_rank, self.dt_rank + self.d_state], axis=-1)
-    delta = token_matmul(dt, self.dt_proj.kernel[...])
+    dt, B, C = jnp.split(self.x_proj(x), [self.dt_rank, self.dt_rank + self.d_state], axis=-1)
+    delta = over_tokens(lambda tokens: tokens @ self.dt_proj.kernel[...], dt)
     y, state = selective_scan_channels_last(
       x,
       delta,
@@ -179,19 +180,8 @@ def project_halves(in_proj: nnx.Linear, h: jax.Array) -> tuple[jax.Array, jax.Ar
   """
   kernel = in_proj.kernel[...]
   half = kernel.shape[1] // 2
-  return token_matmul(h, kernel[:, :half]), token_matmul(h, kernel[:, half:])
-
-
-def token_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """x @ kernel for x (..., in) and kernel (in, out), computed on x as one (tokens, in) matrix.
-
-  The same product, but its kernel gradient contracts one axis instead of two: for the (batch, T)
-  pair, XLA's CPU backend writes the output gradient transposed to (out, batch * T) in the fused
-  loop that computes it, at a small fraction of memory speed (24-71 ms for 0.6-1.8 M floats). The
-  flat product needs no transpose: MambaDFuse's forward + backward at 64 x 64 (C = 48, batch 4)
-  took 4.94 s with the (batch, T) products against 3.86 s (one core).
-  """
-  return (x.reshape(-1, x.shape[-1]) @ kernel).reshape(*x.shape[:-1], kernel.shape[-1])
+  project = lambda columns: over_tokens(lambda tokens: tokens @ kernel[:, columns], h)
+  return project(slice(None, half)), project(slice(half, None))
 
 
 class Mamba(nnx.Module):
@@ -230,7 +220,7 @@ class Mamba(nnx.Module):
     `SelectiveScanBranch`): returns (the carry after it, the mixer's output (batch, T, d_model))."""
     x, z = project_halves(self.in_proj, h)
     y, carry = self.ssm(x, z, -jnp.exp(self.A_log[...]), carry)
-    return carry, token_matmul(y, self.out_proj.kernel[...])
+    return carry, self.out_proj(y)
 
   def __call__(self, h: jax.Array, prepare=lambda h: h) -> jax.Array:
     """h: `Tokens` of width d_model -> same shape: the mixer on prepare(h), run `TOKEN_CHUNK`
@@ -326,7 +316,7 @@ class MultiModalMamba(nnx.Module):
       jnp.stack([-jnp.exp(self.A_log[...]), a_b, a_c]),
       carry,
     )
-    return carry, token_matmul(y[0] + y[1] + y[2], self.out_proj.kernel[...])
+    return carry, self.out_proj(y[0] + y[1] + y[2])
 
   def __call__(self, h, extra1, extra2, prepare=lambda *streams: streams) -> jax.Array:
     """h, extra1, extra2: `Tokens` of width d_model -> same shape: the mixer on
