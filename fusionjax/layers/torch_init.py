@@ -13,9 +13,9 @@ One copy of each initialiser the models use (docs/architectures.md sections 0, 1
 - Mamba's (mamba_ssm `Mamba.__init__`): the "auto" dt rank (`dt_rank_for`), the dt_proj weight
   (`mamba_dt_kernel_init`) and bias (`mamba_dt_bias_init`), A_log S4D-real (`s4d_real_a_log`).
 
-Every Linear is a `TokenLinear`: nnx.Linear with its parameters, computed on the inputs as one
-(tokens, in) matrix (`over_tokens`), which spares XLA's CPU backend a slow transpose in the
-backward pass.
+The Linear layers of the three fusion models (`torch_linear`, `linear`, Mamba's dt_proj) are
+`TokenLinear`s: nnx.Linear with its parameters, computed on the inputs as one (tokens, in) matrix
+(`over_tokens`), which spares XLA's CPU backend a slow transpose in the backward pass.
 
 Depthwise convolutions are `DepthwiseConv`s (same parameters as a grouped nnx.Conv), initialised
 like the convolutions of their model: `torch_depthwise_conv` (MambaDFuse) as `torch_conv`,
