@@ -491,17 +491,30 @@ def readme(
   return "\n".join(lines).rstrip() + "\n"
 
 
+# Options that name places on the scoring machine: the data folder is shown as a placeholder,
+# the output and cache folders (which change no score) are left out of the recorded command.
+_DATA_DIR = "--data-dir"
+_LOCAL_OUTPUTS = ("--out", "--work-dir", "--compilation-cache")
+
+
 def recorded_command(argv: Sequence[str]) -> str:
-  """The command line, with the machine's data folder replaced by a placeholder."""
-  words, hide = [], False
+  """The command line, without the machine's own folders: the data folder replaced by a
+  placeholder, the output and cache folders left out."""
+  words, pending = [], None
   for word in argv:
-    if hide:
-      word, hide = "/path/to/data", False
-    elif word == "--data-dir":
-      hide = True
-    elif word.startswith("--data-dir="):
-      word = "--data-dir=/path/to/data"
-    words.append(word)
+    if pending is not None:
+      if pending == _DATA_DIR:
+        words.append("/path/to/data")
+      pending = None
+      continue
+    flag, has_value, _ = word.partition("=")
+    if flag == _DATA_DIR:
+      words.append(f"{_DATA_DIR}=/path/to/data" if has_value else word)
+      pending = None if has_value else flag
+    elif flag in _LOCAL_OUTPUTS:
+      pending = None if has_value else flag
+    else:
+      words.append(word)
   return shlex.join(["python", "benchmarks/quality.py", *words])
 
 

@@ -138,6 +138,17 @@ def test_readme_rescoring_one_set_keeps_the_others_sections_and_goals():
   assert quality.readme([], "python third", second, index) == second
 
 
+def test_recorded_command_hides_the_machines_folders():
+  argv = ["--data-dir", "/secret/data", "--sets=roadscene", "--work-dir", "/secret/work"]
+  argv += ["--out=/secret/out", "--compilation-cache=", "--update-index"]
+  assert quality.recorded_command(argv) == (
+    "python benchmarks/quality.py --data-dir /path/to/data --sets=roadscene --update-index"
+  )
+  assert quality.recorded_command(["--data-dir=/secret", "--out", "/o"]) == (
+    "python benchmarks/quality.py --data-dir=/path/to/data"
+  )
+
+
 def test_index_update_keeps_other_sets_and_round_trips(tmp_path):
   old = {"harvard_ct_mri": {"EN": 1.0}, "roadscene": {"EN": 0.0}}
   entries = [entry(name="model", task="ivf", inputs=("ir", "vi"), test_metrics=old), entry()]

@@ -7,16 +7,17 @@ Recipe (what trained the weights in fusionjax/pretrained/; docs/pretrained.md is
       --workdir=runs/mambadfuse_small_ivf --config.data.manual_dir=/path/to/data \
       --config.data.data_dir=runs/tfds --mode=train
 
-The `mambadfuse_small` variant (fusionjax/models/mambadfuse.py: C = 24, N = 8, two blocks of each
-kind). Data: RoadScene train pairs only (docs/data.md layout, `roadscene/train/{ir,vi}`), 154 for
-training and 17 held out for validation (TFDS split slices of the prepared dataset); the 50 test
-pairs are never read. Loss: MambaDFuse's with the weights of its medical recipe (20 intensity
-against max(A, B), 50 SSIM averaged over both sources) and the max-gradient term weighted 150
-(at the recipe's 100 the validation SF and Qabf stayed under the Laplacian pyramid's), which
-keeps more of each source's structure than its infrared-visible weights (20, 20, 10
-gradient-weighted SSIM; `s4fusion_ivf` uses those). Random 64 x 64 crops with dihedral
-augmentation, Adam with a linear warm-up and cosine decay, EMA 0.995 of the parameters (what
-validation and the shipped weights use).
+The `mambadfuse_small` variant (fusionjax/models/mambadfuse.py: N = 8, two blocks of each kind)
+widened to C = 48 (its default is 24: the C = 24 model that this recipe trained before, shipped
+until this one replaced it, ended lower on validation Qabf, 0.611 against 0.616). Data: RoadScene
+train pairs only (docs/data.md layout, `roadscene/train/{ir,vi}`), 154 for training and 17 held out
+for validation (TFDS split slices of the prepared dataset); the 50 test pairs are never read. Loss:
+MambaDFuse's with the weights of its medical recipe (20 intensity against max(A, B), 50 SSIM
+averaged over both sources) and the max-gradient term weighted 150 (at the recipe's 100 the
+validation SF and Qabf stayed under the Laplacian pyramid's), which keeps more of each source's
+structure than its infrared-visible weights (20, 20, 10 gradient-weighted SSIM; `s4fusion_ivf` uses
+those). Random 64 x 64 crops with dihedral augmentation, Adam with a linear warm-up and cosine
+decay, EMA 0.995 of the parameters (what validation and the shipped weights use).
 """
 
 from fusionjax import config_lib
@@ -24,7 +25,7 @@ from fusionjax import config_lib
 
 def get_config(arg=None):
   del arg  # no variants
-  config = config_lib.base_config(config_lib.model_config("mambadfuse_small"))
+  config = config_lib.base_config(config_lib.model_config("mambadfuse_small", embed_dim=48))
   config.loss.update(
     intensity_weight=20.0, gradient_weight=150.0, ssim_weight=50.0, ssim_weighting="equal"
   )
