@@ -523,8 +523,11 @@ def _names(text: str | None) -> list[str] | None:
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+  # No abbreviated flags: `recorded_command` recognises the folders' flags by their full names.
   parser = argparse.ArgumentParser(
-    description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    description=__doc__.split("\n\n")[0],
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+    allow_abbrev=False,
   )
   parser.add_argument(
     "--data-dir",

@@ -149,6 +149,12 @@ def test_recorded_command_hides_the_machines_folders():
   )
 
 
+def test_abbreviated_flags_are_refused_so_no_folder_escapes_the_record(tmp_path, capsys):
+  with pytest.raises(SystemExit):
+    quality.parse_args(["--data-dir", str(tmp_path), "--work", "/secret/work"])
+  assert "unrecognized arguments: --work" in capsys.readouterr().err
+
+
 def test_index_update_keeps_other_sets_and_round_trips(tmp_path):
   old = {"harvard_ct_mri": {"EN": 1.0}, "roadscene": {"EN": 0.0}}
   entries = [entry(name="model", task="ivf", inputs=("ir", "vi"), test_metrics=old), entry()]
