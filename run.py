@@ -352,7 +352,13 @@ def run_config() -> None:
       protocol=_PROTOCOL.value,
       **choice,
     )
-    print(f"fused {len(paths)} pair(s) into {paths[0].parent if paths else '-'}")
+    _report_fused(paths)
+
+
+def _report_fused(paths: list[pathlib.Path]) -> None:
+  """One line: how many pairs, and the output file (one pair) or folder."""
+  where = paths[0] if len(paths) == 1 else paths[0].parent if paths else "-"
+  print(f"fused {len(paths)} pair(s): {where}")
 
 
 def main(argv):
@@ -383,7 +389,7 @@ def main(argv):
   try:
     if _params_source():
       paths = fuse_with_weights() if _WEIGHTS.value else fuse_with_pretrained()
-      print(f"fused {len(paths)} pair(s) into {paths[0].parent if paths else '-'}")
+      _report_fused(paths)
     else:
       run_config()
   except _USER_ERRORS as error:

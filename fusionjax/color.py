@@ -116,6 +116,17 @@ def _to_unit_range(image: np.ndarray) -> np.ndarray:
   return image.astype(np.float64)
 
 
+def is_grey(image: np.ndarray) -> bool:
+  """Whether an (H, W), (H, W, 1) or (H, W, 3) image is grey: one channel, or three equal ones
+  ("grey stored as RGB")."""
+  image = np.asarray(image)
+  if image.ndim == 2 or image.shape[-1] == 1:
+    return True
+  return np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(
+    image[..., 0], image[..., 2]
+  )
+
+
 def to_fusion_input(
   image: np.ndarray, convention: Convention = "full", *, quantize: bool = False
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -148,9 +159,7 @@ def to_fusion_input(
       f"expected an (H, W), (H, W, 1) or (H, W, 3) image, got shape {image.shape}{hint}"
     )
   unit = _to_unit_range(image)
-  if image.shape[-1] == 1 or (
-    np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 0], image[..., 2])
-  ):
+  if is_grey(image):
     return unit[..., :1].astype(np.float32), None
   ycbcr = rgb_to_ycbcr(unit, convention)
   y = ycbcr[..., :1]

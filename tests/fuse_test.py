@@ -291,6 +291,21 @@ def test_each_image_is_decoded_once(tmp_path, monkeypatch):
   )
 
 
+def test_swapped_roles_are_warned_of_once_for_models_only(tmp_path, tiny_model, caplog):
+  grey_dir, colour_dir = _write_pairs(tmp_path, [(20, 20), (20, 20)], colour=True)
+  for fuser, dir_a, dir_b, out in [
+    (tiny_model, grey_dir, colour_dir, "right"),
+    (baselines.get("mean"), colour_dir, grey_dir, "baseline"),  # symmetric: no roles
+    (tiny_model, colour_dir, grey_dir, "swapped"),
+  ]:
+    with caplog.at_level("WARNING", logger="fusionjax.fuse.files"):
+      paths = fuse.fuse_folders(fuser, dir_a, dir_b, tmp_path / out, progress=False)
+    assert len(paths) == 2
+  [record] = caplog.records
+  assert "input a) is colour" in record.getMessage()
+  assert str(colour_dir) in record.getMessage() and "swapped" in record.getMessage()
+
+
 def test_dataset_split(tmp_path):
   builders.prepare("gfp_pc", manual_dir=SAMPLES, data_dir=tmp_path / "tfds")
   fuser = baselines.get("max_absolute")

@@ -9,7 +9,8 @@
     fuse.fuse_source(fuser, fuse.dataset_source("roadscene", "test", data_dir), "out/")
 
 ``a`` is the grey modality (ir, mri, pc) and ``b`` the one that may carry colour (vi, ct, pet,
-spect, gfp), the order of ``fusionjax.data``. What happens to each pair:
+spect, gfp), the order of ``fusionjax.data``; fusing files with a model, a colour ``a`` beside
+a grey ``b`` is logged once as a warning (swapped inputs fuse poorly). What happens to each pair:
 
 1. **Reading** (``files``): ``fusionjax.data.io`` decodes 8-bit or 16-bit grey, RGB or float
    images; a file that is missing or unreadable, an alpha channel, a partner missing from the

@@ -3,6 +3,7 @@
 
 import collections
 import contextlib
+import logging
 import os
 import pathlib
 import uuid
@@ -18,6 +19,8 @@ from fusionjax.data import io
 from fusionjax.fuse import batching, planes
 
 PathLike = str | os.PathLike
+
+_LOG = logging.getLogger(__name__)
 
 
 class InputError(ValueError):
@@ -117,6 +120,7 @@ class FusionJob:
     progress: bool = True,
   ):
     self.fuser, self.source, self.options, self.progress = fuser, source, options, progress
+    self._warned_of_swap = False
     self.pairs = list(inventory(source, fuser) if pairs is None else pairs)
     self._buckets: dict[tuple[int, int], list[int]] = {}
     for pair in self.pairs:
@@ -135,14 +139,21 @@ class FusionJob:
     with _reading_inputs():
       name, image_a, image_b = io.decode_pair(record)
       # TFDS gives the paths as bytes, folder sources as str.
-      pair = planes.pair_planes(
-        self.fuser,
-        name,
-        image_a,
-        image_b,
-        os.fsdecode(record["path_a"]),
-        os.fsdecode(record["path_b"]),
-      )
+      path_a, path_b = os.fsdecode(record["path_a"]), os.fsdecode(record["path_b"])
+      pair = planes.pair_planes(self.fuser, name, image_a, image_b, path_a, path_b)
+    # A model (baselines have no params) gives a poor fusion with its inputs swapped.
+    if self.fuser.params is not None and not self._warned_of_swap:
+      if planes.looks_swapped(image_a, image_b):
+        self._warned_of_swap = True
+        with tqdm.external_write_mode():  # not into a progress bar's line
+          _LOG.warning(
+            "%s (input a) is colour and %s (input b) grey, but %s takes the grey modality "
+            "(infrared, MRI, phase contrast) as a and the one that may carry colour (visible, "
+            "CT, PET, SPECT, GFP) as b: were the inputs swapped? (said once)",
+            path_a,
+            path_b,
+            self.fuser.name,
+          )
     return name, image_a, image_b, pair
 
   def __iter__(self) -> Iterator[FusedPair]:

@@ -54,6 +54,12 @@ def pair_planes(
     raise ValueError(f"{error} (files {source_a}, {source_b})") from None
 
 
+def looks_swapped(image_a: np.ndarray, image_b: np.ndarray) -> bool:
+  """A colour ``a`` beside a grey ``b``: the reverse of the roles fusionjax's models take (``a``
+  the grey modality: infrared, MRI, phase contrast; ``b`` the one that may carry colour)."""
+  return not color.is_grey(image_a) and color.is_grey(image_b)
+
+
 def _grey_planes(fuser: Fuser, image_a: np.ndarray, image_b: np.ndarray) -> Planes:
   """``fuser.read_grey``'s greys, resized to ``fuser.resize_to`` if set, in [0, 1]; no chroma."""
   greys = fuser.read_grey(image_a, image_b)
