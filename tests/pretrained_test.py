@@ -69,6 +69,15 @@ def test_each_recipe_trains_the_steps_its_entry_records():
     assert config.train.num_steps == entry.steps, entry.name
 
 
+def test_each_recipe_builds_the_model_its_entry_ships():
+  for entry in ENTRIES:
+    _, recipe_model = models.functional.resolve_config(
+      config_lib.load(str(REPO / entry.config)).model
+    )
+    shipped_model = models.pretrained(entry.name).module().config
+    assert recipe_model == shipped_model, entry.name
+
+
 def test_every_task_and_every_architecture_has_a_shipped_model():
   assert {entry.task for entry in ENTRIES} == set(shipped.TASKS)
   shipped_families = {models.registry.get(entry.model).name for entry in ENTRIES}
