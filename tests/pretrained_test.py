@@ -71,9 +71,7 @@ def test_each_recipe_trains_the_steps_its_entry_records():
 
 def test_each_recipe_builds_the_model_its_entry_ships():
   for entry in ENTRIES:
-    _, recipe_model = models.functional.resolve_config(
-      config_lib.load(str(REPO / entry.config)).model
-    )
+    _, recipe_model = models.resolve_config(config_lib.load(str(REPO / entry.config)).model)
     shipped_model = models.pretrained(entry.name).module().config
     assert recipe_model == shipped_model, entry.name
 
