@@ -20,6 +20,7 @@ import json
 import os
 import pickle
 import re
+import stat
 import subprocess
 import sys
 import zipfile
@@ -226,6 +227,25 @@ def test_save_and_load_params_round_trip(tmp_path):
     convert.load_params(tmp_path).state["conv_last3"]["bias"][...],
     params.state["conv_last3"]["bias"][...],
   )
+
+
+@pytest.fixture
+def umask_022():
+  previous = os.umask(0o022)
+  yield
+  os.umask(previous)
+
+
+def test_saved_params_get_a_new_files_permissions_or_keep_the_replaced_ones(tmp_path, umask_022):
+  # safetensors writes its file 0600: shared or packaged weights would be unreadable to others.
+  config = mambadfuse.TinyConfig()
+  params = models.Params(*nnx.split(build(mambadfuse.MambaDFuse, config)))
+  convert.save_params(params, tmp_path, "mambadfuse_tiny", config)
+  mode = lambda name: stat.S_IMODE((tmp_path / name).stat().st_mode)
+  assert mode(convert.PARAMS_FILE) == mode(convert.CONFIG_FILE) == 0o644
+  (tmp_path / convert.PARAMS_FILE).chmod(0o640)
+  convert.save_params(params, tmp_path, "mambadfuse_tiny", config, overwrite=True)
+  assert mode(convert.PARAMS_FILE) == 0o640
 
 
 def test_load_params_names_a_missing_or_malformed_directory(tmp_path):

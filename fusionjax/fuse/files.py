@@ -186,7 +186,8 @@ def dataset_source(name: str, split: str, data_dir: PathLike) -> Sequence[dict]:
 def atomic_output(path: PathLike, *, overwrite: bool = False) -> Iterator[pathlib.Path]:
   """Yields a temporary path beside ``path`` to write the file to, and renames it over
   ``path`` when the block succeeds (removes it when it fails), so no reader ever sees a
-  half-written file.
+  half-written file. The file gets the permissions of the one it replaces, or those of a newly
+  created file (the umask's), whatever the writer gave the temporary (safetensors writes 0600).
 
   Raises:
     FileExistsError: ``path`` exists and not ``overwrite``.
@@ -198,9 +199,19 @@ def atomic_output(path: PathLike, *, overwrite: bool = False) -> Iterator[pathli
   temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
   try:
     yield temporary
+    os.chmod(temporary, _permissions_for(path))
     os.replace(temporary, path)
   finally:
     temporary.unlink(missing_ok=True)
+
+
+def _permissions_for(path: pathlib.Path) -> int:
+  """The permission bits of the existing ``path``, or of a file newly created there."""
+  if path.exists():
+    return path.stat().st_mode & 0o7777
+  umask = os.umask(0)  # reading the umask sets it: put it back at once
+  os.umask(umask)
+  return 0o666 & ~umask
 
 
 def write_png(image: np.ndarray, path: PathLike, *, overwrite: bool = False) -> pathlib.Path:
