@@ -430,6 +430,10 @@ def test_fuse_paths_takes_two_files_or_two_folders(tmp_path):
   assert written == tmp_path / "files" / "p0.png" and written.is_file()
   with pytest.raises(fuse.InputError, match="two image files or two folders"):
     fuse.fuse_paths(mean, dir_a, dir_b / "p0.png", tmp_path / "mixed")
+  for not_png in ("fused.jpg", "fused"):  # PNG bytes under another name, or a folder meant
+    with pytest.raises(fuse.InputError, match=f"{not_png}: .* written as PNG.* end in .png"):
+      fuse.fuse_paths(mean, dir_a / "p0.png", dir_b / "p0.png", tmp_path / not_png)
+  assert not (tmp_path / "fused.jpg").exists() and not (tmp_path / "fused").exists()
   with pytest.raises(FileNotFoundError, match="input not found: .*nowhere"):
     fuse.fuse_paths(mean, dir_a, tmp_path / "nowhere", tmp_path / "missing")
 

@@ -320,6 +320,11 @@ def fuse_pair(
   of a tiled image); an existing ``out_path`` as in ``fuse_source``."""
   _check_existing_rule(overwrite, skip_existing)
   out_path = pathlib.Path(out_path)
+  if out_path.suffix.lower() != ".png":
+    raise InputError(
+      f"{out_path}: the fused image is written as PNG, so its name must end in .png"
+      " (or give an existing folder to fuse into)"
+    )
   if skip_existing and out_path.exists():
     return out_path
   check_outputs([out_path], overwrite=overwrite)
