@@ -109,6 +109,7 @@ _USER_ERRORS = (
   FileExistsError,
   NotADirectoryError,
   fuse.InputError,
+  fuse.PlanError,
   config_lib.ConfigError,
   training.CheckpointMismatchError,
   training.NonFiniteLossError,

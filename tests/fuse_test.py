@@ -162,8 +162,10 @@ def test_memory_budget_switches_to_tiles_that_fit(roadscene):
     fuse.fuse_arrays(fuser, *roadscene, fuse.Options(memory_budget=budget)),
     fuse.fuse_arrays(fuser, *roadscene),
   )
-  with pytest.raises(MemoryError, match="memory budget"):
+  with pytest.raises(fuse.PlanError, match="memory budget of 1024 bytes"):
     fuse.fuse_arrays(fuser, *roadscene, fuse.Options(memory_budget=1024))
+  with pytest.raises(fuse.PlanError, match=r"tile_size \(64\) must exceed twice the overlap"):
+    fuse.fuse_arrays(fuser, *roadscene, fuse.Options(tile_size=64, overlap=32))
 
 
 # --- sizes -------------------------------------------------------------------------------------

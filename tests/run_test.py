@@ -84,6 +84,20 @@ def test_bad_command_lines_are_one_line_errors(args, message):
   assert "Traceback" not in result.stderr
 
 
+def test_a_tile_size_that_leaves_no_tile_is_a_one_line_error(tmp_path):
+  pair = REPO / "fusionjax/data/samples/roadscene/test"
+  result = _run(
+    "--pretrained=ivf",
+    f"--input_a={pair / 'ir'}",
+    f"--input_b={pair / 'vi'}",
+    f"--output={tmp_path / 'fused'}",
+    "--tile_size=100",
+  )
+  assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+  assert "run.py: error: Options.tile_size (100) must exceed twice the overlap" in result.stderr
+  assert not any(tmp_path.iterdir())
+
+
 def test_incomplete_multi_process_variables_are_a_one_line_error():
   result = _run(MED_TINY, "--mode=train", JAX_COORDINATOR_ADDRESS="localhost:1")
   assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]

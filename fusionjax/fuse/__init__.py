@@ -42,9 +42,11 @@ a grey ``b`` is logged once as a warning (swapped inputs fuse poorly). What happ
    device memory of every call, as XLA's memory analysis of the compiled call reports it;
    images whose whole-image call does not fit are fused in overlapping tiles that do
    (``fusionjax.fuse.tiling``), so a 4000x3000 pair fuses on any device. For scale, the
-   paper-size MambaDFuse needs about 2.8 GB for a 256x256 call and 12.5 GB for 480x640 (XLA,
-   CPU). Host memory grows with the image: a 4000x3000 grey + RGB pair peaks at about 2 GB
-   (~150 bytes per pixel), mostly the float64 colour conversions of ``fusionjax.color``.
+   paper-size MambaDFuse's XLA temporaries are about 0.18 GB for a 256x256 call, 0.8 GB for
+   480x640 and 30 GB for 3000x4000 (CPU, ``benchmarks/memory.py``); a budget or ``tile_size``
+   that leaves no tile raises a ``PlanError``. Host memory grows with the image: a 4000x3000
+   grey + RGB pair peaks at about 2 GB (~150 bytes per pixel), mostly the float64 colour
+   conversions of ``fusionjax.color``.
 5. **Output** (``planes``): the fuser's rule ("clip": clip to [0, 1], x 255, round;
    "stretch": also per-image min-max, truncate), then recolouring; 8-bit PNG, grey (H, W) or
    RGB (H, W, 3).
@@ -83,6 +85,7 @@ from fusionjax.fuse.files import (
 )
 from fusionjax.fuse.fusers import MODEL_OVERLAP, PROTOCOLS, as_fuser, model_fuser
 from fusionjax.fuse.planes import fuse_chroma
+from fusionjax.fuse.tiling import PlanError
 
 __all__ = [
   "CPU_BUDGET_FRACTION",
@@ -94,6 +97,7 @@ __all__ = [
   "PROTOCOLS",
   "PairInfo",
   "PathLike",
+  "PlanError",
   "as_fuser",
   "atomic_output",
   "available_host_memory",

@@ -133,7 +133,7 @@ class BucketRunner:
     self.fuser, self.shape, self.progress = fuser, shape, progress
     self.overlap = fuser.overlap if options.overlap is None else options.overlap
     if options.tile_size is not None and options.tile_size <= 2 * self.overlap:
-      raise ValueError(
+      raise tiling.PlanError(
         f"Options.tile_size ({options.tile_size}) must exceed twice the "
         f"overlap ({self.overlap}) of {fuser.name}"
       )

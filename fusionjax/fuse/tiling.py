@@ -38,6 +38,13 @@ Call = Callable[[np.ndarray, np.ndarray], np.ndarray]
 Compile = Callable[[int, int, int], "CompiledCall"]
 
 _TILE_ALIGN = 16
+
+
+class PlanError(ValueError):
+  """The options leave no way to fuse an image: a ``tile_size`` not above twice the overlap,
+  or a memory budget that holds no tile (nor the whole image, where it may not be tiled)."""
+
+
 _SHRINK = 0.75
 
 
@@ -194,7 +201,7 @@ def plan(
     canvas: the (multiple-of-``align``) shape tiles are cut from, if not height x width.
 
   Raises:
-    MemoryError: not even one tile of the smallest usable side (or of ``tile_size``) fits.
+    PlanError: not even one tile of the smallest usable side (or of ``tile_size``) fits.
   """
   canvas_height, canvas_width = canvas or (height, width)
   if tile_size is not None and (height > tile_size or width > tile_size):
@@ -202,7 +209,7 @@ def plan(
     tile = (min(side, canvas_height), min(side, canvas_width))
     fitted = _largest_batch(compile_call, tile, batch_size, memory_budget)
     if fitted is None:
-      raise MemoryError(
+      raise PlanError(
         f"one {tile[0]}x{tile[1]} tile needs more than the memory budget "
         f"of {memory_budget} bytes; lower tile_size"
       )
@@ -211,7 +218,7 @@ def plan(
   if fitted is not None:
     return Plan(*fitted, None)
   if tile_size is not None:
-    raise MemoryError(
+    raise PlanError(
       f"one {height}x{width} image needs more than the memory budget of "
       f"{memory_budget} bytes and is not larger than tile_size {tile_size}"
     )
@@ -226,7 +233,7 @@ def plan(
     if call.device_bytes <= memory_budget:
       return Plan(call, 1, tile)
     side = round_down(side * _SHRINK)
-  raise MemoryError(
+  raise PlanError(
     f"a {smallest}x{smallest} tile (overlap {overlap}) needs more than the "
     f"memory budget of {memory_budget} bytes"
   )
