@@ -439,6 +439,21 @@ def test_command_keeps_existing_params(tmp_path, capsys):
   assert not (tmp_path / convert.PARAMS_FILE).exists()
 
 
+def test_command_names_fusionjax_params_given_as_a_checkpoint(tmp_path, capsys):
+  config = mambadfuse.TinyConfig()
+  params = models.Params(*nnx.split(build(mambadfuse.MambaDFuse, config)))
+  convert.save_params(params, tmp_path / "weights", "mambadfuse_tiny", config)
+  error = _command_error(
+    capsys, "--input", tmp_path / "weights" / convert.PARAMS_FILE, "--output", tmp_path / "out"
+  )
+  weights_flag = f"--weights={tmp_path / 'weights'}"
+  assert (
+    f"is fusionjax params already (beside its config.json): fuse with run.py {weights_flag}"
+    in error
+  )
+  assert not (tmp_path / "out").exists()
+
+
 def test_help_lists_the_models_and_usage_errors_are_one_line(capsys):
   with pytest.raises(SystemExit) as exit_info:
     convert.main(["--help"])

@@ -78,6 +78,11 @@ def _parsed_fields(model_name: str, assignments: list[str]) -> dict[str, Any]:
 
 def _run(args) -> str:
   """Converts as `args` say; returns what was written."""
+  if args.input.name == PARAMS_FILE and (args.input.parent / CONFIG_FILE).is_file():
+    raise ValueError(
+      f"{args.input} is fusionjax params already (beside its {CONFIG_FILE}): fuse with "
+      f"run.py --weights={args.input.parent}, or load it with fusionjax.convert.load_params"
+    )
   state_dict = load_state_dict(args.input)
   model_name = args.model or detect_model(state_dict)
   model_name, config = infer_config(
