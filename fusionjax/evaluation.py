@@ -36,6 +36,7 @@ from matplotlib.figure import Figure
 
 from fusionjax import baselines, fuse, metrics
 from fusionjax.baselines import Fuser
+from fusionjax.data import io
 from fusionjax.metrics.inputs import Convention as MetricConvention
 from fusionjax.shapes import GreyImage
 
@@ -230,6 +231,13 @@ def evaluate(
   pairs = fuse.inventory(source)
   if not pairs:
     raise ValueError(f"no pairs to evaluate in {source!r}")
+  side, metric = metrics.smallest_side(metric_names, convention=convention)
+  small = [f"{p.name} ({p.height}x{p.width})" for p in pairs if min(p.height, p.width) < side]
+  if small:
+    raise fuse.InputError(
+      f"{metric} needs images of at least {side}x{side} pixels; {len(small)} pair(s) are "
+      f"smaller: {io.listing(small, limit=5)}"
+    )
   pair_names = sorted(pair.name for pair in pairs)
   fused_paths = {
     (method.name, name): out_dir / "fused" / method.name / f"{name}.png"

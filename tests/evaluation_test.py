@@ -86,6 +86,23 @@ def test_method_names_must_differ(split, tmp_path):
     evaluation.evaluate(["mean", fuse.as_fuser("mean")], split, tmp_path, progress=False)
 
 
+def test_pairs_too_small_for_a_metric_are_named_before_anything_is_fused(tmp_path):
+  assert metrics.smallest_side() == (41, "VIF")
+  assert metrics.smallest_side(["EN", "MS_SSIM"]) == (44, "MS_SSIM")
+  for modality in ("ir", "vi"):
+    (tmp_path / modality).mkdir()
+    for name, shape in (("big", (48, 48)), ("tall", (60, 40)), ("wide", (12, 90))):
+      Image.fromarray(np.zeros(shape, np.uint8)).save(tmp_path / modality / f"{name}.png")
+  small = io.PairedFolderSource.from_folders(tmp_path / "ir", tmp_path / "vi")
+  with pytest.raises(fuse.InputError, match=r"VIF needs .* 41x41 pixels; 2 pair\(s\) are smaller"):
+    evaluation.evaluate(["mean"], small, tmp_path / "report")
+  with pytest.raises(
+    fuse.InputError, match=r"MS_SSIM .* 44x44 .*: tall \(60x40\), wide \(12x90\)$"
+  ):
+    evaluation.evaluate(["mean"], small, tmp_path / "report", metric_names=["EN", "MS_SSIM"])
+  assert not (tmp_path / "report").exists()
+
+
 def test_grey_levels_of_any_depth():
   levels = np.array([[0, 65535], [257, 32896]], np.uint16)
   np.testing.assert_array_equal(evaluation.grey_levels(levels), [[0, 255], [1, 128]])

@@ -169,7 +169,8 @@ def _images_by_name(folder: pathlib.Path, prefix: str) -> dict[str, pathlib.Path
   return images
 
 
-def _listing(names: Iterable[str], limit: int = 10) -> str:
+def listing(names: Iterable[str], limit: int = 10) -> str:
+  """``names`` sorted and comma-joined, the first ``limit`` of them and "and N more"."""
   names = sorted(names)
   more = f" and {len(names) - limit} more" if len(names) > limit else ""
   return ", ".join(names[:limit]) + more
@@ -205,7 +206,7 @@ def pair_folders(
   if not images_a and not images_b:
     raise ValueError(f"no images in {dir_a} or {dir_b}")
   problems = [
-    f"{len(missing)} image(s) in {here} have no partner in {there}: {_listing(missing)}"
+    f"{len(missing)} image(s) in {here} have no partner in {there}: {listing(missing)}"
     for here, there, missing in (
       (dir_a, dir_b, images_a.keys() - images_b.keys()),
       (dir_b, dir_a, images_b.keys() - images_a.keys()),

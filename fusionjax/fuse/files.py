@@ -225,10 +225,9 @@ def check_outputs(paths: Sequence[pathlib.Path], *, overwrite: bool) -> None:
   """Raises FileExistsError naming the outputs that exist already, unless ``overwrite``."""
   existing = [str(path) for path in paths if path.exists()]
   if existing and not overwrite:
-    more = f" and {len(existing) - 5} more" if len(existing) > 5 else ""
     raise FileExistsError(
       f"{len(existing)} output(s) exist already: "
-      f"{', '.join(existing[:5])}{more}; pass overwrite=True to replace"
+      f"{io.listing(existing, limit=5)}; pass overwrite=True to replace"
     )
 
 

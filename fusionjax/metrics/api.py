@@ -135,9 +135,16 @@ def _select(metrics: Sequence[str] | None) -> tuple[str, ...]:
   return tuple(dict.fromkeys(metrics))
 
 
+def smallest_side(
+  metrics: Sequence[str] | None = None, *, convention: Convention = "python"
+) -> tuple[int, str]:
+  """The smallest image side (pixels, both axes) that every one of ``metrics`` (default
+  ``DEFAULT_METRICS``) accepts, and the metric that needs it: what to check before scoring."""
+  return max((_METRICS[name].min_side(convention), name) for name in _select(metrics))
+
+
 def _check_sizes(shape: tuple[int, ...], names: Sequence[str], convention: Convention) -> None:
-  for name in names:
-    check_min_side(shape, _METRICS[name].min_side(convention), name)
+  check_min_side(shape, *smallest_side(names, convention=convention))
 
 
 # Metrics computed together, sharing their passes over the images: (keys, function of
