@@ -7,12 +7,16 @@ r"""Train, evaluate and fuse with a config file, or fuse with converted official
       --input_a=mri/ --input_b=ct/ --output=fused/
   python run.py --mode=fuse --weights=weights/mambadfuse_ivf \
       --input_a=ir/ --input_b=vi/ --output=fused/                 # fusionjax-convert output
+  python run.py --mode=eval --pretrained=ivf \
+      --input_a=ir/ --input_b=vi/ --output=report/                # a shipped model's report
 
 Modes: train (resumes a workdir that has checkpoints), eval (report of the best checkpoint on
 the eval pairs: workdir/eval/), fuse (workdir/fused/, or --input_a/--input_b/--output), all
-(train, then eval and fuse). `--config.<section>.<field>=value` overrides the config; the
-config files in configs/ document their fields and runs. `--config.model.name` picks a model
-variant (e.g. fusionmamba_ct_mri) with that variant's defaults.
+(train, then eval and fuse). With --weights or --pretrained instead of a run: fuse, or eval
+(a report of the model beside the classical baselines on the pairs of two folders).
+`--config.<section>.<field>=value` overrides the config; the config files in configs/ document
+their fields and runs. `--config.model.name` picks a model variant (e.g. fusionmamba_ct_mri)
+with that variant's defaults.
 
 Existing outputs are an error unless --overwrite (replace them) or --skip_existing (fuse only
 the pairs whose outputs are missing; eval reuses the complete report of the same checkpoint
@@ -31,7 +35,7 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from fusionjax import config_lib, convert, fuse, models, training
+from fusionjax import baselines, config_lib, convert, data, evaluation, fuse, models, training
 from fusionjax.training import sharding
 
 _LOG = logging.getLogger("run")
@@ -54,7 +58,12 @@ _CHECKPOINT = flags.DEFINE_enum(
 )
 _INPUT_A = flags.DEFINE_string("input_a", None, "fuse: grey-modality file or folder (ir, mri)")
 _INPUT_B = flags.DEFINE_string("input_b", None, "fuse: other-modality file or folder (vi, ct)")
-_OUTPUT = flags.DEFINE_string("output", None, "fuse: output PNG (files) or folder (folders)")
+_OUTPUT = flags.DEFINE_string(
+  "output",
+  None,
+  "fuse: output PNG (files) or folder (folders); eval with --weights or --pretrained: the "
+  "report folder",
+)
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "replace existing eval reports and PNGs")
 _SKIP_EXISTING = flags.DEFINE_bool(
   "skip_existing",
@@ -65,13 +74,14 @@ _SKIP_EXISTING = flags.DEFINE_bool(
 _WEIGHTS = flags.DEFINE_string(
   "weights",
   None,
-  "fuse with a fusionjax-convert output folder instead of a run (no "
+  "fuse or evaluate with a fusionjax-convert output folder instead of a run (no "
   "--config or --workdir; needs --input_a, --input_b and --output)",
 )
 _PRETRAINED = flags.DEFINE_string(
   "pretrained",
   None,
-  "fuse with a model fusionjax ships: its name, or a task (ivf, ct_mri, pet_mri, spect_mri) "
+  "fuse or evaluate with a model fusionjax ships: its name, or a task (ivf, ct_mri, pet_mri, "
+  "spect_mri) "
   "for that task's default (fusionjax.models.list_pretrained() lists them; no --config or "
   "--workdir; needs --input_a, --input_b and --output)",
 )
@@ -125,11 +135,13 @@ _MODE_FLAGS = {
   "all": _OUTPUT_FLAGS + _INPUT_FLAGS,
 }
 _PARAMS_FLAGS = ("overwrite", "skip_existing", "memory_budget", "tile_size") + _INPUT_FLAGS
-# Flags of fusing with given params (no run): a converted folder, or a shipped model.
+# Flags of fusing with given params (no run): a converted folder, or a shipped model;
+# evaluating with them writes one report and takes no --skip_existing.
 _SOURCE_FLAGS = {
   "weights": ("weights", "swap_inputs") + _PARAMS_FLAGS,
   "pretrained": ("pretrained",) + _PARAMS_FLAGS,
 }
+_SOURCE_MODES = ("fuse", "eval")
 _UNITS = {
   "": 1,
   "b": 1,
@@ -213,9 +225,11 @@ def _check_flags() -> None:
   """Refuses flags the mode does not use, missing ones, and inputs that do not exist."""
   source = _params_source()
   if source:
-    if _set("mode") and _MODE.value != "fuse":
-      raise UsageError(f"--{source} only fuses: use --mode=fuse")
+    if _set("mode") and _MODE.value not in _SOURCE_MODES:
+      raise UsageError(f"--{source} fuses or evaluates: use --mode=fuse or --mode=eval")
     used = _SOURCE_FLAGS[source]
+    if _MODE.value == "eval":
+      used = tuple(name for name in used if name != "skip_existing")
   else:
     if _CONFIG.value is None:
       raise UsageError(
@@ -225,7 +239,9 @@ def _check_flags() -> None:
   always = ("mode", "compilation_cache") + (() if source else ("config", "workdir"))
   ignored = [name for name in _flag_names() if _set(name) and name not in used + always]
   if ignored:
-    what = f"--{source}" if source else f"--mode={_MODE.value}"
+    what = f"--mode={_MODE.value}"
+    if source:
+      what = f"--{source}" + (f" {what}" if _MODE.value == "eval" else "")
     raise UsageError(f"{what} does not use {', '.join('--' + n for n in ignored)}")
   if _OVERWRITE.value and _SKIP_EXISTING.value:
     raise UsageError("--overwrite and --skip_existing exclude each other")
@@ -276,6 +292,8 @@ def _check_inputs() -> None:
   for path in inputs:
     if not pathlib.Path(path).exists():
       raise UsageError(f"input not found: {path}")
+  if source and _MODE.value == "eval" and not all(pathlib.Path(path).is_dir() for path in inputs):
+    raise UsageError(f"--mode=eval --{source} takes two folders of pairs; got {', '.join(inputs)}")
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -309,16 +327,12 @@ def _output_choice() -> dict:
   return dict(overwrite=_OVERWRITE.value, skip_existing=skip, options=_options())
 
 
-def fuse_with_weights() -> list[pathlib.Path]:
-  """--weights: fuses --input_a/--input_b into --output with a converted params folder."""
-  fuser = fuse.model_fuser(
-    convert.load_params(_WEIGHTS.value), swap_inputs=_SWAP_INPUTS.value, protocol=_PROTOCOL.value
-  )
-  return fuse.fuse_paths(fuser, _INPUT_A.value, _INPUT_B.value, _OUTPUT.value, **_output_choice())
-
-
-def fuse_with_pretrained() -> list[pathlib.Path]:
-  """--pretrained: fuses --input_a/--input_b into --output with a shipped model."""
+def params_fuser() -> baselines.Fuser:
+  """The model of --weights (a converted params folder) or --pretrained (a shipped model)."""
+  if _WEIGHTS.value:
+    return fuse.model_fuser(
+      convert.load_params(_WEIGHTS.value), swap_inputs=_SWAP_INPUTS.value, protocol=_PROTOCOL.value
+    )
   entry = models.pretrained_entry(_PRETRAINED.value)
   _LOG.info(
     "pretrained model %s (%s, task %s: input_a %s, input_b %s)",
@@ -327,8 +341,19 @@ def fuse_with_pretrained() -> list[pathlib.Path]:
     entry.task,
     *entry.inputs,
   )
-  fuser = fuse.model_fuser(models.pretrained(entry.name), name=entry.name, protocol=_PROTOCOL.value)
-  return fuse.fuse_paths(fuser, _INPUT_A.value, _INPUT_B.value, _OUTPUT.value, **_output_choice())
+  return fuse.model_fuser(models.pretrained(entry.name), name=entry.name, protocol=_PROTOCOL.value)
+
+
+def evaluate_with_params() -> evaluation.Report:
+  """--mode=eval with --weights or --pretrained: the model and the classical baselines on the
+  pairs of the folders --input_a and --input_b, reported into --output."""
+  return evaluation.evaluate(
+    [params_fuser(), *evaluation.baseline_fusers()],
+    data.PairedFolderSource.from_folders(_INPUT_A.value, _INPUT_B.value),
+    _OUTPUT.value,
+    options=_options(),
+    overwrite=_OVERWRITE.value,
+  )
 
 
 def run_config() -> None:
@@ -388,14 +413,21 @@ def main(argv):
     jax.devices(),
   )
   try:
-    if _params_source():
-      paths = fuse_with_weights() if _WEIGHTS.value else fuse_with_pretrained()
-      _report_fused(paths)
+    if _params_source() and _MODE.value == "eval":
+      report = evaluate_with_params()
+      print(f"\n{report.table}\nreport: {report.out_dir}")
+    elif _params_source():
+      _report_fused(
+        fuse.fuse_paths(
+          params_fuser(), _INPUT_A.value, _INPUT_B.value, _OUTPUT.value, **_output_choice()
+        )
+      )
     else:
       run_config()
   except _USER_ERRORS as error:
-    hint = " (run.py --overwrite or --skip_existing)" if isinstance(error, FileExistsError) else ""
-    _fail(f"{error}{hint}")
+    can_skip = not (_params_source() and _MODE.value == "eval")
+    choices = "--overwrite or --skip_existing" if can_skip else "--overwrite"
+    _fail(f"{error} (run.py {choices})" if isinstance(error, FileExistsError) else str(error))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """run.py's command line: bad input is one `run.py: error:` line and exit status 2 (no model is
 compiled for any of these), and fusing with converted weights needs no config or run."""
 
+import csv
 import importlib.util
 import os
 import pathlib
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fusionjax import convert, models
+from fusionjax import baselines, convert, models
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 MED_TINY = f"--config={REPO / 'configs/fusionmamba_med.py'}:tiny"
@@ -39,6 +40,13 @@ def _write_pairs(folder: pathlib.Path, names=("p0", "p1"), shape=(24, 20)) -> tu
   return folder / "a", folder / "b"
 
 
+def _tiny_weights(folder: pathlib.Path) -> pathlib.Path:
+  """A converted-params folder (fusionjax-convert's output) of a seeded tiny MambaDFuse."""
+  config = models.resolve_config("mambadfuse_tiny")[1]
+  convert.save_params(models.init(0, "mambadfuse_tiny"), folder, "mambadfuse_tiny", config)
+  return folder
+
+
 @pytest.mark.parametrize(
   "args, message",
   [
@@ -62,14 +70,31 @@ def _write_pairs(folder: pathlib.Path, names=("p0", "p1"), shape=(24, 20)) -> tu
     ),
     ([MED_TINY, "--mode=fuse", "--memory_budget=lots"], "--memory_budget=lots: give bytes"),
     (["--mode=eval"], "--config is required"),
-    (["--weights=.", "--mode=eval"], "--weights only fuses"),
+    (
+      ["--weights=.", "--mode=train"],
+      "--weights fuses or evaluates: use --mode=fuse or --mode=eval",
+    ),
     (
       ["--weights=.", "--input_a=x", "--input_b=y"],
       "--weights needs --input_a, --input_b and --output",
     ),
-    (["--pretrained=ct_mri", "--mode=train"], "--pretrained only fuses"),
+    (["--pretrained=ct_mri", "--mode=all"], "--pretrained fuses or evaluates"),
     (["--pretrained=ct_mri", "--weights=."], "--weights and --pretrained exclude each other"),
     (["--pretrained=ct_mri", "--swap_inputs"], "--pretrained does not use --swap_inputs"),
+    (
+      ["--pretrained=ct_mri", "--mode=eval", "--skip_existing"],
+      "--pretrained --mode=eval does not use --skip_existing",
+    ),
+    (
+      [
+        "--pretrained=ct_mri",
+        "--mode=eval",
+        "--input_a=README.md",
+        "--input_b=run.py",
+        "--output=o",
+      ],
+      "--mode=eval --pretrained takes two folders of pairs",
+    ),
     (
       ["--pretrained=nope", "--input_a=.", "--input_b=.", "--output=o"],
       "--pretrained=nope: no pretrained model 'nope'",
@@ -106,13 +131,7 @@ def test_incomplete_multi_process_variables_are_a_one_line_error():
 
 def test_bad_pairs_with_weights_are_one_line_errors(tmp_path):
   """Missing partners and sizes that differ are named before the model is compiled."""
-  weights = tmp_path / "weights"
-  convert.save_params(
-    models.init(0, "mambadfuse_tiny"),
-    weights,
-    "mambadfuse_tiny",
-    models.resolve_config("mambadfuse_tiny")[1],
-  )
+  weights = _tiny_weights(tmp_path / "weights")
   dir_a, dir_b = _write_pairs(tmp_path)
   Image.fromarray(np.zeros((25, 20), np.uint8)).save(dir_b / "p1.png")
   (dir_b / "p0.png").rename(dir_b / "q0.png")
@@ -128,13 +147,7 @@ def test_bad_pairs_with_weights_are_one_line_errors(tmp_path):
 
 
 def test_fuse_folders_with_converted_weights_and_complete_them(tmp_path):
-  weights = tmp_path / "weights"
-  convert.save_params(
-    models.init(0, "mambadfuse_tiny"),
-    weights,
-    "mambadfuse_tiny",
-    models.resolve_config("mambadfuse_tiny")[1],
-  )
+  weights = _tiny_weights(tmp_path / "weights")
   dir_a, dir_b = _write_pairs(tmp_path, names=("p0", "p1", "p2"))
   out = tmp_path / "out"
   out.mkdir()
@@ -154,6 +167,28 @@ def test_fuse_folders_with_converted_weights_and_complete_them(tmp_path):
   assert (out / "p1.png").read_bytes() == b"kept"
   assert np.asarray(Image.open(out / "p2.png")).shape == (24, 20)
   assert not (tmp_path / "runs").exists()
+
+
+def test_evaluate_converted_weights_beside_the_baselines(tmp_path):
+  weights = _tiny_weights(tmp_path / "weights")
+  dir_a, dir_b = _write_pairs(tmp_path, shape=(48, 44))  # VIF needs 41 pixels a side
+  report = tmp_path / "report"
+  args = [f"--weights={weights}", f"--input_a={dir_a}", f"--input_b={dir_b}", f"--output={report}"]
+  result = _run("--mode=eval", *args, "--compilation_cache=", cwd=tmp_path)
+  assert result.returncode == 0, result.stderr[-3000:]
+  with (report / "metrics.csv").open() as handle:
+    rows = list(csv.DictReader(handle))
+  methods = ["mambadfuse", *baselines.names()]  # a converted model is named by its family
+  assert [(row["method"], row["name"]) for row in rows] == [
+    (method, name) for method in methods for name in ("p0", "p1")
+  ]
+  for method in methods:
+    assert f"| {method} |" in result.stdout
+    assert (report / "fused" / method / "p1.png").is_file()
+  assert (report / "grid.png").is_file() and not (tmp_path / "runs").exists()
+  refused = _run("--mode=eval", *args)
+  assert refused.returncode == 2 and "(run.py --overwrite)" in refused.stderr
+  assert list(csv.DictReader((report / "metrics.csv").open())) == rows
 
 
 def test_memory_sizes_parse():
