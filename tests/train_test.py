@@ -321,8 +321,10 @@ def test_bad_inputs_fail_clearly(tmp_path):
   with pytest.raises(FileNotFoundError, match="missing"):
     input_lib.pair_source(config.data, "test")
   config = tiny_config("mambadfuse", data={"eval_split": "validation"})
-  with pytest.raises(ValueError, match="no 'validation' split"):
+  with pytest.raises(config_lib.ConfigError, match="no 'validation' split .* embedded in the"):
     input_lib.pair_source(config.data, config.data.eval_split)
+  with pytest.raises(config_lib.ConfigError, match=r"'train\[2:\]' .*: set data.data_dir too"):
+    input_lib.pair_source(config.data, "train[2:]")
   with pytest.raises(ValueError, match="multiple of the number of devices"):
     sharding.check_batch_size(12, sharding.make_mesh())
   with pytest.raises(FileNotFoundError, match="train first"):

@@ -9,6 +9,7 @@ import ml_collections
 import tensorflow_datasets as tfds
 
 from fusionjax import data, models
+from fusionjax.config_lib import ConfigError
 from fusionjax.data import builders
 
 
@@ -42,7 +43,7 @@ def pair_source(data_config: ml_collections.ConfigDict, split: str) -> Sequence[
 
 def _split_source(data_config: ml_collections.ConfigDict, split: str) -> Sequence[dict]:
   if not data_config.dataset:
-    raise ValueError("data.dataset is empty; set it to a fusionjax TFDS dataset name")
+    raise ConfigError("data.dataset is empty; set it to a fusionjax TFDS dataset name")
   try:
     if data_config.data_dir:
       return builders.data_source(
@@ -50,13 +51,20 @@ def _split_source(data_config: ml_collections.ConfigDict, split: str) -> Sequenc
       )
     builder = builders.get_builder(data_config.dataset)
   except tfds.core.registered.DatasetNotFoundError as error:
-    raise ValueError(f"unknown data.dataset {data_config.dataset!r}: {error}") from error
+    raise ConfigError(f"unknown data.dataset {data_config.dataset!r}: {error}") from error
   folder = pathlib.Path(data_config.manual_dir) if data_config.manual_dir else data.sample_dir()
   splits = builder.spec.find_splits(folder)
   if split not in splits:
-    raise ValueError(
-      f"no {split!r} split of {data_config.dataset!r} in {folder} (found "
-      f"{sorted(splits)}); set data.train_split / data.eval_split"
+    where = folder if data_config.manual_dir else f"the pairs embedded in the package ({folder})"
+    # TFDS orders a prepared split by a hash of the pair names: only its files can be sliced.
+    hint = (
+      "a slice of a split is read from prepared TFDS files: set data.data_dir too (they are "
+      "prepared there from data.manual_dir)"
+      if "[" in split
+      else "set data.train_split / data.eval_split"
+    )
+    raise ConfigError(
+      f"no {split!r} split of {data_config.dataset!r} in {where} (found {sorted(splits)}); {hint}"
     )
   return data.PairedFolderSource(splits[split].pairs(folder))
 
