@@ -535,7 +535,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     type=pathlib.Path,
     help="folder of the test sets, layout of docs/data.md (<dataset>/test/<modality>/<name>.png)",
   )
-  parser.add_argument("--out", type=pathlib.Path, default=REPO / "docs" / "quality")
+  parser.add_argument(
+    "--out",
+    type=pathlib.Path,
+    default=REPO / "docs" / "quality",
+    help="folder of the tables (README.md) and one image grid per set (default: docs/quality)",
+  )
   parser.add_argument("--models", help="comma-separated shipped model names (default: all)")
   parser.add_argument(
     "--sets",
