@@ -341,6 +341,10 @@ def test_config_fields_from_json_and_command_line_text():
   assert registry.parse_field("mambadfuse", "dt_rank", "3") == 3
   with pytest.raises(ValueError, match="input_fit=crop: 'crop' is not one of"):
     registry.parse_field("fusionmamba", "input_fit", "crop")
+  for model in ("mambadfuse", "fusionmamba", "s4fusion"):
+    assert registry.parse_field(model, "scan_impl", "chunked") == "chunked"
+    with pytest.raises(ValueError, match="scan_impl=fast: 'fast' is not one of"):
+      registry.parse_field(model, "scan_impl", "fast")
   with pytest.raises(ValueError, match="'x' is not of type int"):
     registry.parse_field("fusionmamba", "depths", "2,x")
   with pytest.raises(

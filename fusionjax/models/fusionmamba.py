@@ -29,6 +29,7 @@ from flax import nnx
 from fusionjax import color
 from fusionjax.convert import mapping as torch_mapping
 from fusionjax.kernels import IMPLS
+from fusionjax.kernels.scan import Impl as ScanImpl
 from fusionjax.layers.cmfm import CMFM
 from fusionjax.layers.patches import PatchEmbed, PatchExpand, PatchMerging
 from fusionjax.layers.torch_init import conv
@@ -74,7 +75,7 @@ class Config:
   second_gate_from_first: bool = True
   input_fit: Literal["resize", "pad"] = "resize"
   resize_to: int = 256
-  scan_impl: str = "auto"
+  scan_impl: ScanImpl = "auto"
 
   def __post_init__(self):
     if len(self.depths) != len(self.decoder_depths):

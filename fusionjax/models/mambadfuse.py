@@ -33,6 +33,7 @@ from flax import nnx
 
 from fusionjax import color
 from fusionjax.convert import mapping as torch_mapping
+from fusionjax.kernels.scan import Impl as ScanImpl
 from fusionjax.layers.mamba import (
   M3Block,
   SingleMambaBlock,
@@ -82,7 +83,7 @@ class Config:
   num_m3_blocks: int = 5
   num_reconstruction_blocks: int = 8
   pad_multiple: int = 8
-  scan_impl: str = "auto"
+  scan_impl: ScanImpl = "auto"
   m3_norm_twice: bool = True
   m3_shared_gate: bool = False
   m3_separate_c_a: bool = False

@@ -25,6 +25,7 @@ from flax import nnx
 from fusionjax import color
 from fusionjax.convert import mapping as torch_mapping
 from fusionjax.kernels import IMPLS
+from fusionjax.kernels.scan import Impl as ScanImpl
 from fusionjax.layers.cmsa import CMSALevel
 from fusionjax.layers.fold import FoldHead
 from fusionjax.layers.patches import PatchEmbed, PatchExpand, PatchMerging
@@ -60,7 +61,7 @@ class Config:
   fusion_d_state: int = 18
   expand: float = 1.5
   fusion_blocks: int = 3
-  scan_impl: str = "auto"
+  scan_impl: ScanImpl = "auto"
 
   def __post_init__(self):
     if len(self.depths) != len(self.decoder_depths):
