@@ -184,17 +184,6 @@ def default_workdir(config_argument: str) -> pathlib.Path:
   return pathlib.Path("runs") / re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
-def _config_argument(argv: list[str]) -> str | None:
-  """The value of the last --config flag in argv (either `--config=x` or `--config x`)."""
-  value = None
-  for index, arg in enumerate(argv):
-    if arg.startswith("--config="):
-      value = arg.partition("=")[2]
-    elif arg == "--config" and index + 1 < len(argv):
-      value = argv[index + 1]
-  return value
-
-
 def _override_message(error: LookupError | AttributeError, argv: list[str]) -> str:
   """A misspelt `--config.a.b=...`, from ml_collections' "'b'\\nDid you mean "c"..." error."""
   text = str(error.args[0] if error.args else error)
@@ -300,9 +289,7 @@ def parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, with every problem (a missing or failing config file, a misspelt
   override, a flag the mode does not use) reported as one `run.py: error:` line, exit 2."""
   try:
-    spec = _config_argument(argv)
-    if spec:
-      config_lib.load(spec)  # reports a missing file or a bad :arg by itself
+    config_lib.check_config_flag(argv)
     remaining = flags.FLAGS(argv)
     _check_flags()
     return remaining

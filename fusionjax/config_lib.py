@@ -51,6 +51,20 @@ def load(spec: str) -> ml_collections.ConfigDict:
   return module.get_config(arg or None)
 
 
+def check_config_flag(argv: list[str]) -> None:
+  """Loads the config that the last --config flag of a command line names (`--config=x` or
+  `--config x`), if any, so that a missing file or a bad `:arg` raises its own error
+  (FileNotFoundError, ValueError) before absl's flag parsing wraps it."""
+  spec = None
+  for index, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      spec = arg.partition("=")[2]
+    elif arg == "--config" and index + 1 < len(argv):
+      spec = argv[index + 1]
+  if spec:
+    load(spec)
+
+
 def parse_arg(
   arg: str | None, choices: dict[str, tuple[Any, ...]] | None = None, **defaults: Any
 ) -> ml_collections.ConfigDict:

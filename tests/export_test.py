@@ -88,13 +88,24 @@ def test_curves_are_drawn_from_the_metrics(run, tmp_path):
   assert path.read_bytes().startswith(b"\x89PNG")
 
 
-def test_command_line_names_a_missing_flag():
+@pytest.mark.parametrize(
+  "args, message",
+  [
+    (["--config=configs/s4fusion_vif.py:tiny"], "--workdir is required"),
+    (["--config=configs/nope.py"], "config file not found: configs/nope.py"),
+    (
+      ["--config=configs/s4fusion_vif.py:tyni"],
+      "unknown config argument 'tyni' in 'tyni'; known: ['tiny']",
+    ),
+    (["--dtyp=float32"], "Unknown command line flag 'dtyp'. Did you mean: dtype ?"),
+  ],
+)
+def test_command_line_errors_are_one_line(args, message):
   result = subprocess.run(
-    [sys.executable, "-m", "fusionjax.training.export", "--config=configs/s4fusion_ivf.py:tiny"],
+    [sys.executable, "-m", "fusionjax.training.export", *args],
     cwd=REPO,
     capture_output=True,
     text=True,
     check=False,
   )
-  assert result.returncode != 0
-  assert "--workdir is required" in result.stderr
+  assert result.returncode == 2 and result.stderr == f"export: error: {message}\n", result.stderr

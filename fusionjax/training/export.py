@@ -20,6 +20,7 @@ import dataclasses
 import json
 import logging
 import pathlib
+import sys
 
 import jax.numpy as jnp
 import numpy as np
@@ -155,15 +156,29 @@ def define_flags() -> None:
   flags.DEFINE_string("curves_dir", "docs/pretrained", "where the curves go")
 
 
+def _fail(message: str) -> None:
+  print(f"export: error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, a bad flag or config file reported as one `export: error:` line."""
+  try:
+    config_lib.check_config_flag(argv)
+    return flags.FLAGS(argv)
+  except (flags.Error, FileNotFoundError, ValueError) as error:
+    _fail(str(error).strip())
+
+
 def main(argv):
   options = flags.FLAGS
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    _fail(f"unexpected arguments: {' '.join(argv[1:])}")
   for flag in ("config", "workdir", "name", "task", "inputs", "data"):
     if options[flag].value is None:
-      raise app.UsageError(f"--{flag} is required")
+      _fail(f"--{flag} is required")
   if len(options.inputs) != 2:
-    raise app.UsageError(f"--inputs needs two roles a,b; got {options.inputs}")
+    _fail(f"--inputs needs two roles a,b; got {options.inputs}")
   logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every restore stage
   path, colon, arg = options["config"].config_filename.partition(":")
   try:
@@ -181,7 +196,7 @@ def main(argv):
       which=options.checkpoint,
     )
   except (FileNotFoundError, config_lib.ConfigError) as error:
-    raise SystemExit(f"export: error: {error}") from None
+    _fail(str(error))
   plot_curves(
     pathlib.Path(options.workdir),
     item.name,
@@ -192,4 +207,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)
