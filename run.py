@@ -136,7 +136,8 @@ _MODE_FLAGS = {
 }
 _PARAMS_FLAGS = ("overwrite", "skip_existing", "memory_budget", "tile_size") + _INPUT_FLAGS
 # Flags of fusing with given params (no run): a converted folder, or a shipped model;
-# evaluating with them writes one report and takes no --skip_existing.
+# evaluating with them writes one report, at the sources' sizes, as a run's eval does: no
+# --skip_existing, no --protocol (FusionMamba's official protocol saves 256x256 images).
 _SOURCE_FLAGS = {
   "weights": ("weights", "swap_inputs") + _PARAMS_FLAGS,
   "pretrained": ("pretrained",) + _PARAMS_FLAGS,
@@ -218,7 +219,7 @@ def _check_flags() -> None:
       raise UsageError(f"--{source} fuses or evaluates: use --mode=fuse or --mode=eval")
     used = _SOURCE_FLAGS[source]
     if _MODE.value == "eval":
-      used = tuple(name for name in used if name != "skip_existing")
+      used = tuple(name for name in used if name not in ("skip_existing", "protocol"))
   else:
     if _CONFIG.value is None:
       raise UsageError(

@@ -86,6 +86,10 @@ def _tiny_weights(folder: pathlib.Path) -> pathlib.Path:
       "--pretrained --mode=eval does not use --skip_existing",
     ),
     (
+      ["--weights=.", "--mode=eval", "--protocol=official"],
+      "--weights --mode=eval does not use --protocol",
+    ),
+    (
       [
         "--pretrained=ct_mri",
         "--mode=eval",
