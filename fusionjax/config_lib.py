@@ -185,6 +185,35 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return result
 
 
+# Training fields that count something, and the smallest value each may take.
+_MINIMUMS = {
+  "data.crop_size": 1,
+  "data.batch_size": 1,
+  "data.num_threads": 0,
+  "train.num_steps": 1,
+  "train.log_every_steps": 1,
+  "eval.every_steps": 0,
+  "eval.num_pairs": 0,
+  "eval.num_samples": 0,
+  "ckpt.every_steps": 1,
+  "ckpt.keep_last": 1,
+  "ckpt.keep_best": 0,
+}
+
+
+def check_training_values(config: ml_collections.ConfigDict) -> None:
+  """Raises a ConfigError naming the first training field out of range: a count under its
+  minimum, a learning rate that is not positive, an EMA decay outside [0, 1)."""
+  for path, minimum in _MINIMUMS.items():
+    section, field = path.split(".")
+    if config[section][field] < minimum:
+      raise ConfigError(f"{path} must be at least {minimum}, got {config[section][field]}")
+  if not config.optim.learning_rate > 0:
+    raise ConfigError(f"optim.learning_rate must be positive, got {config.optim.learning_rate}")
+  if not 0 <= config.optim.ema_decay < 1:
+    raise ConfigError(f"optim.ema_decay must be in [0, 1), got {config.optim.ema_decay}")
+
+
 def base_config(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Defaults of every section; a config file then sets its paper's values."""
   config = ml_collections.ConfigDict()

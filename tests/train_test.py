@@ -316,6 +316,26 @@ def test_checkpoints_keep_the_latest_and_the_best(tmp_path):
   )
 
 
+@pytest.mark.parametrize(
+  "sections, message",
+  [
+    ({"data": {"batch_size": 0}}, "data.batch_size must be at least 1, got 0"),
+    ({"data": {"crop_size": 0}}, "data.crop_size must be at least 1, got 0"),
+    ({"train": {"num_steps": -1}}, "train.num_steps must be at least 1, got -1"),
+    ({"optim": {"learning_rate": -1.0}}, "optim.learning_rate must be positive, got -1.0"),
+    ({"optim": {"ema_decay": 1.0}}, r"optim.ema_decay must be in \[0, 1\), got 1.0"),
+    ({"ckpt": {"best_metric": "PSNR"}}, "ckpt.best_metric='PSNR' is not among"),
+  ],
+)
+def test_training_values_out_of_range_are_config_errors_before_the_run_starts(
+  tmp_path, sections, message
+):
+  config = tiny_config("mambadfuse", **sections)
+  with pytest.raises(config_lib.ConfigError, match=message):
+    train_and_evaluate(config, tmp_path / "run")
+  assert not (tmp_path / "run").exists()
+
+
 def test_bad_inputs_fail_clearly(tmp_path):
   config = tiny_config("mambadfuse", data={"manual_dir": str(tmp_path / "missing")})
   with pytest.raises(FileNotFoundError, match="missing"):
@@ -325,7 +345,7 @@ def test_bad_inputs_fail_clearly(tmp_path):
     input_lib.pair_source(config.data, config.data.eval_split)
   with pytest.raises(config_lib.ConfigError, match=r"'train\[2:\]' .*: set data.data_dir too"):
     input_lib.pair_source(config.data, "train[2:]")
-  with pytest.raises(ValueError, match="multiple of the number of devices"):
+  with pytest.raises(config_lib.ConfigError, match="multiple of the number of devices"):
     sharding.check_batch_size(12, sharding.make_mesh())
   with pytest.raises(FileNotFoundError, match="train first"):
     checkpointing.RunCheckpoints(tmp_path / "checkpoints", config.ckpt, create=False)

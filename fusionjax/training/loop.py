@@ -45,7 +45,7 @@ def write_config(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> No
 def _check_best_metric(config: ml_collections.ConfigDict) -> None:
   names = tuple(config.eval.metrics) or metrics.DEFAULT_METRICS
   if config.ckpt.keep_best > 0 and config.ckpt.best_metric not in names:
-    raise ValueError(
+    raise config_lib.ConfigError(
       f"ckpt.best_metric={config.ckpt.best_metric!r} is not among the "
       f"validation metrics eval.metrics={names}"
     )
@@ -121,6 +121,7 @@ def train_and_evaluate(
   """
   workdir = pathlib.Path(workdir)
   config = config_lib.resolve(config)  # model fields left None become the variant's values
+  config_lib.check_training_values(config)
   _check_best_metric(config)
   mesh = sharding.make_mesh()
   sharding.check_batch_size(config.data.batch_size, mesh)

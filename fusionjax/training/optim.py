@@ -3,6 +3,8 @@
 import ml_collections
 import optax
 
+from fusionjax.config_lib import ConfigError
+
 
 def make_schedule(optim: ml_collections.ConfigDict, num_steps: int) -> optax.Schedule:
   """The learning rate per step count (config_lib.base_config documents the fields).
@@ -21,13 +23,13 @@ def make_schedule(optim: ml_collections.ConfigDict, num_steps: int) -> optax.Sch
     )
   if optim.schedule == "exponential":
     if optim.decay_every_steps <= 0:
-      raise ValueError("optim.schedule='exponential' needs optim.decay_every_steps > 0")
+      raise ConfigError("optim.schedule='exponential' needs optim.decay_every_steps > 0")
     return optax.exponential_decay(
       rate, transition_steps=optim.decay_every_steps, decay_rate=optim.decay_rate, staircase=True
     )
   if optim.schedule == "warmup_cosine":
     if not 0 <= optim.warmup_steps < num_steps:
-      raise ValueError(
+      raise ConfigError(
         f"optim.warmup_steps must be in [0, train.num_steps = {num_steps}), "
         f"got {optim.warmup_steps}"
       )
@@ -38,7 +40,7 @@ def make_schedule(optim: ml_collections.ConfigDict, num_steps: int) -> optax.Sch
       decay_steps=num_steps,
       end_value=optim.end_learning_rate,
     )
-  raise ValueError(
+  raise ConfigError(
     f"unknown optim.schedule {optim.schedule!r}; expected 'constant', "
     "'multistep', 'exponential' or 'warmup_cosine'"
   )
@@ -55,14 +57,14 @@ def make_optimizer(
   """
   if optim.optimizer == "adam":
     if optim.weight_decay:
-      raise ValueError("optim.weight_decay needs optim.optimizer='adamw' (decoupled decay)")
+      raise ConfigError("optim.weight_decay needs optim.optimizer='adamw' (decoupled decay)")
     transform = optax.adam(schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps)
   elif optim.optimizer == "adamw":
     transform = optax.adamw(
       schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps, weight_decay=optim.weight_decay
     )
   else:
-    raise ValueError(f"unknown optim.optimizer {optim.optimizer!r}; expected 'adam' or 'adamw'")
+    raise ConfigError(f"unknown optim.optimizer {optim.optimizer!r}; expected 'adam' or 'adamw'")
   if optim.grad_clip_norm > 0:
     transform = optax.chain(optax.clip_by_global_norm(optim.grad_clip_norm), transform)
   return optax.flatten(transform)

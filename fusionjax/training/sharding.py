@@ -14,6 +14,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding, PartitionSpec
 
+from fusionjax.config_lib import ConfigError
+
 _LOG = logging.getLogger(__name__)
 
 DATA_AXIS = "data"
@@ -121,10 +123,10 @@ def batch_sharded(mesh: jax.sharding.Mesh) -> NamedSharding:
 
 
 def check_batch_size(batch_size: int, mesh: jax.sharding.Mesh) -> None:
-  """Raises ValueError unless the global batch splits evenly over devices and processes."""
+  """Raises a ConfigError unless the global batch splits evenly over devices and processes."""
   devices = mesh.devices.size
   if batch_size % devices or batch_size % jax.process_count():
-    raise ValueError(
+    raise ConfigError(
       f"data.batch_size={batch_size} must be a multiple of the number of "
       f"devices ({devices}) and processes ({jax.process_count()}); set "
       "--config.data.batch_size accordingly"
