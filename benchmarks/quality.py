@@ -565,6 +565,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.error("--update-index writes whole test sets' means: drop --num-pairs")
   if args.num_pairs is not None and args.num_pairs < 1:
     parser.error("--num-pairs must be at least 1")
+  if args.grid_pairs < 1:
+    parser.error("--grid-pairs must be at least 1 (--no-grids draws none)")
   known = {item.name for item in EVAL_SETS}
   unknown = sorted(set(_names(args.sets) or ()) - known)
   if unknown:

@@ -155,6 +155,19 @@ def test_abbreviated_flags_are_refused_so_no_folder_escapes_the_record(tmp_path,
   assert "unrecognized arguments: --work" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+  "flags, message",
+  [
+    (["--num-pairs", "0"], "--num-pairs must be at least 1"),
+    (["--grid-pairs", "0"], "--grid-pairs must be at least 1 (--no-grids draws none)"),
+  ],
+)
+def test_counts_under_one_are_refused(tmp_path, capsys, flags, message):
+  with pytest.raises(SystemExit):
+    quality.parse_args(["--data-dir", str(tmp_path), *flags])
+  assert message in capsys.readouterr().err
+
+
 def test_index_update_keeps_other_sets_and_round_trips(tmp_path):
   old = {"harvard_ct_mri": {"EN": 1.0}, "roadscene": {"EN": 0.0}}
   entries = [entry(name="model", task="ivf", inputs=("ir", "vi"), test_metrics=old), entry()]
