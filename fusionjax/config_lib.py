@@ -272,6 +272,10 @@ def base_config(model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     dict(
       num_steps=10_000,
       log_every_steps=50,  # scalars to metrics.jsonl and TensorBoard
+      # Fine-tuning: start the model and its EMA from these parameters instead of a fresh model
+      # (fusionjax.training.starting_point: a run folder, a folder of fusionjax params, or a
+      # shipped model's name or task); a run resuming a checkpoint does not read it.
+      init_from="",
     )
   )
   config.eval = ml_collections.ConfigDict(

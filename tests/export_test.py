@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import safetensors
 
-from fusionjax import models
+from fusionjax import config_lib, models
 from fusionjax.models import shipped
 from fusionjax.training import export
 
@@ -69,6 +69,21 @@ def test_a_new_default_demotes_the_task_default_and_weights_are_stored_as_asked(
   for entry, dtype in ((first, jnp.float32), (second, jnp.bfloat16)):
     with safetensors.safe_open(entry.directory / "params.safetensors", framework="flax") as file:
       assert {file.get_tensor(key).dtype for key in file.keys()} == {jnp.dtype(dtype)}
+
+
+def test_a_fine_tuned_run_counts_its_base_stage(run):
+  config, workdir = run
+  base = _export(config, workdir, "tiny_ivf")  # two steps, half an hour
+  config.train.init_from = "runs/tiny_ivf"
+  with pytest.raises(config_lib.ConfigError, match="fine-tuned .* give --base=NAME"):
+    _export(config, workdir, "tuned")
+  item = _export(config, workdir, "tuned", base=base)
+  assert (item.steps, item.wall_time_hours) == (4, 1.0)
+  first, second = item.recipe.split(" && ")
+  assert first == base.recipe and "--workdir=runs/tuned_finetune " in second
+  config.train.init_from = "runs/elsewhere"
+  with pytest.raises(config_lib.ConfigError, match="is not runs/tiny_ivf, the folder that"):
+    _export(config, workdir, "tuned", base=base)
 
 
 def test_wall_time_leaves_out_the_pauses_of_a_resumed_run(tmp_path):

@@ -21,13 +21,14 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
-from fusionjax import config_lib, models
+from fusionjax import config_lib, convert, models
 from fusionjax.training import (
   CheckpointMismatchError,
   NonFiniteLossError,
   checkpointing,
   optim,
   sharding,
+  starting_point,
   steps,
 )
 from fusionjax.training import (
@@ -179,6 +180,62 @@ def test_eval_model_uses_the_ema_parameters():
   ema = jax.tree.map(lambda x: x + 1.0, state.ema)
   model = state_lib.eval_model(graphs, state.replace(ema=ema))
   np.testing.assert_array_equal(model.conv_last3.kernel[...], ema["conv_last3"]["kernel"][...])
+
+
+def _saved_tiny_params(folder: pathlib.Path, seed: int, **model) -> nnx.State:
+  """Saves the params of a tiny MambaDFuse (seed `seed`, `model` fields changed) in `folder`
+  as fusionjax-convert does; returns their parameters."""
+  config = config_lib.resolve(tiny_config("mambadfuse"))
+  config.model.update(model)
+  model_config = models.resolve_config(config.model.to_dict())[1]
+  params = models.init(seed, model_config)
+  convert.save_params(params, folder, config.model.name, model_config)
+  return nnx.state(params.module(), nnx.Param)
+
+
+def _largest_difference(tree, other) -> float:
+  differences = jax.tree.map(
+    lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()), tree, other
+  )
+  return max(jax.tree.leaves(differences))
+
+
+def test_fine_tuning_starts_from_the_params_of_init_from(tmp_path):
+  saved = _saved_tiny_params(tmp_path / "params", seed=7)  # not the run's seed (0)
+  learning_rate = 1e-4  # one Adam step moves each parameter by at most this
+  config = tiny_config(
+    "mambadfuse",
+    train={"num_steps": 1, "init_from": str(tmp_path / "params")},
+    optim={"schedule": "constant", "learning_rate": learning_rate, "ema_decay": 0.0},
+    eval={"every_steps": 0},
+  )
+  graphs, fresh_state = state_lib.create(config_lib.resolve(config))
+  fresh_params = nnx.state(nnx.merge(graphs.train, fresh_state.model), nnx.Param)
+  assert _largest_difference(fresh_params, saved) > 100 * learning_rate
+  state = train_and_evaluate(config, tmp_path / "run")
+  trained = nnx.state(nnx.merge(graphs.train, state.model), nnx.Param)
+  assert 0 < _largest_difference(trained, saved) <= 1.01 * learning_rate
+  # The run folder is itself a starting point: its latest checkpoint.
+  from_run = nnx.state(starting_point.initial_params(str(tmp_path / "run")).module(), nnx.Param)
+  assert _largest_difference(from_run, trained) == 0
+
+
+@pytest.mark.parametrize(
+  "source, message",
+  [
+    ("other", r"train.init_from=.*other: its parameters are not config.model's \(\d+ differ"),
+    ("empty", r"train.init_from=.*empty: .*config.json does not exist"),
+    ("nope", "train.init_from=nope: no pretrained model 'nope'; shipped: "),
+  ],
+)
+def test_init_from_another_model_or_nothing_is_a_config_error(tmp_path, source, message):
+  _saved_tiny_params(tmp_path / "other", seed=0, embed_dim=16)
+  (tmp_path / "empty").mkdir()
+  config = config_lib.resolve(tiny_config("mambadfuse"))
+  graphs, state = state_lib.create(config)
+  path = str(tmp_path / source) if source != "nope" else source
+  with pytest.raises(config_lib.ConfigError, match=message):
+    state_lib.start_from(graphs, state, starting_point.initial_params(path), path)
 
 
 def _stored(workdir: pathlib.Path, step: int, item: str):

@@ -14,6 +14,10 @@ run's metrics.jsonl) and recipe, and draws the run's training loss and validatio
 docs/pretrained/<name>_curves.png (--curves_dir) for its model card. An existing entry of that
 name is replaced; its test metrics are kept until `benchmarks/quality.py --update-index`
 measures the new weights.
+
+A run fine-tuned from another (its config's train.init_from is runs/<base>, the folder the
+recipe of shipped model <base> trains) is exported with --base=<base>: the entry's recipe is
+the base's followed by the fine-tuning command, and its steps and hours are the two stages'.
 """
 
 import dataclasses
@@ -82,11 +86,38 @@ def plot_curves(workdir: pathlib.Path, title: str, path: pathlib.Path) -> None:
   figure.savefig(path, dpi=80)
 
 
-def recipe(config_file: str, name: str) -> str:
+def recipe(config_file: str, workdir: str) -> str:
   return (
-    f"python run.py --config={config_file} --workdir=runs/{name} "
+    f"python run.py --config={config_file} --workdir={workdir} "
     "--config.data.manual_dir=/path/to/data --config.data.data_dir=runs/tfds --mode=train"
   )
+
+
+def stages(
+  config, config_file: str, name: str, base: shipped.Entry | None
+) -> tuple[str, int, float]:
+  """(recipe, steps, hours) of the stages before this run: none for a run from scratch; for a
+  fine-tuned run (train.init_from), those of `base`, the entry whose recipe trains the run folder
+  it starts from. This run's recipe trains in runs/<name>, or runs/<name>_finetune after a base."""
+  init_from = config.train.get("init_from", "")
+  if not init_from:
+    if base is not None:
+      raise config_lib.ConfigError(
+        f"--base={base.name}: the run is not fine-tuned (no train.init_from)"
+      )
+    return recipe(config_file, f"runs/{name}"), 0, 0.0
+  if base is None:
+    raise config_lib.ConfigError(
+      f"the run was fine-tuned (train.init_from={init_from}): give --base=NAME, "
+      "the shipped model whose recipe trains its starting point"
+    )
+  if init_from != f"runs/{base.name}":
+    raise config_lib.ConfigError(
+      f"train.init_from={init_from} is not runs/{base.name}, the folder that "
+      f"--base={base.name}'s recipe trains"
+    )
+  own = recipe(config_file, f"runs/{name}_finetune")
+  return f"{base.recipe} && {own}", base.steps, base.wall_time_hours
 
 
 def export(
@@ -102,8 +133,11 @@ def export(
   dtype: str,
   hardware: str,
   which: str = "latest",
+  base: shipped.Entry | None = None,
 ) -> shipped.Entry:
-  """Writes the run's checkpoint as shipped model `name` and its index entry; returns it."""
+  """Writes the run's checkpoint as shipped model `name` and its index entry; returns it. A
+  fine-tuned run's entry counts the steps and hours of `base` too (`stages`)."""
+  commands, base_steps, base_hours = stages(config, config_file, name, base)
   model, step = reports.load_model(config, workdir, which)
   params = models.Params(*nnx.split(model))
   _, model_config = models.resolve_config(config.model)
@@ -127,10 +161,10 @@ def export(
     default=default or not any(entry.task == task and entry.default for entry in entries),
     inputs=inputs,
     data=data,
-    recipe=recipe(config_file, name),
+    recipe=commands,
     config=config_file,
-    steps=step,
-    wall_time_hours=round(wall_time_hours(workdir), 2),
+    steps=base_steps + step,
+    wall_time_hours=round(base_hours + wall_time_hours(workdir), 2),
     hardware=hardware,
     dtype=dtype,
     sha256={file: shipped.file_sha256(directory / file) for file in files},
@@ -154,6 +188,11 @@ def define_flags() -> None:
   flags.DEFINE_string("hardware", HARDWARE, "what it was trained on")
   flags.DEFINE_enum("checkpoint", "latest", ["latest", "best"], "which checkpoint")
   flags.DEFINE_string("curves_dir", "docs/pretrained", "where the curves go")
+  flags.DEFINE_string(
+    "base",
+    None,
+    "a fine-tuned run's shipped starting point: its recipe, steps and hours come first",
+  )
 
 
 def _fail(message: str) -> None:
@@ -182,6 +221,7 @@ def main(argv):
   logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every restore stage
   path, colon, arg = options["config"].config_filename.partition(":")
   try:
+    base = shipped.pretrained_entry(options.base) if options.base else None
     item = export(
       config_lib.resolve(options.config),
       f"{pathlib.Path(path).resolve().relative_to(pathlib.Path.cwd())}{colon}{arg}",
@@ -194,8 +234,9 @@ def main(argv):
       dtype=options.dtype,
       hardware=options.hardware,
       which=options.checkpoint,
+      base=base,
     )
-  except (FileNotFoundError, config_lib.ConfigError) as error:
+  except (FileNotFoundError, config_lib.ConfigError, shipped.PretrainedError) as error:
     _fail(str(error))
   plot_curves(
     pathlib.Path(options.workdir),

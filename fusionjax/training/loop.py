@@ -5,6 +5,8 @@ checkpointing), metrics.jsonl and TensorBoard events (train scalars every
 train.log_every_steps, validation metrics every eval.every_steps) and samples/ (validation
 grids). A workdir that has checkpoints is resumed from its latest one: parameters, optimizer,
 EMA, step and data position, so a killed run continues exactly where its checkpoint left it.
+A new run with `train.init_from` (a run folder, a params folder or a shipped model) starts its
+model and EMA from those parameters, with a new optimizer: fine-tuning.
 
 In a job of several processes (`sharding.initialize_distributed`) every process runs
 `train_and_evaluate` with the same config and workdir, on a filesystem they all see: each feeds
@@ -24,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from fusionjax import config_lib, fuse, metrics
-from fusionjax.training import checkpointing, sharding, steps, validation
+from fusionjax.training import checkpointing, sharding, starting_point, steps, validation
 from fusionjax.training import input as input_lib
 from fusionjax.training import state as state_lib
 from fusionjax.training.metric_writer import MetricWriter
@@ -40,6 +42,14 @@ def write_config(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> No
   """workdir/config.json: the resolved config (file defaults + overrides), written atomically."""
   with fuse.atomic_output(workdir / "config.json", overwrite=True) as temporary:
     temporary.write_text(config.to_json_best_effort(indent=2) + "\n")
+
+
+def _has_checkpoints(workdir: pathlib.Path, ckpt: ml_collections.ConfigDict) -> bool:
+  """Whether the run in `workdir` has a checkpoint to resume (then init_from is not read)."""
+  if not (workdir / "checkpoints").is_dir():
+    return False
+  with checkpointing.RunCheckpoints(workdir / "checkpoints", ckpt, create=False) as checkpoints:
+    return checkpoints.latest_step() is not None
 
 
 def _check_best_metric(config: ml_collections.ConfigDict) -> None:
@@ -126,6 +136,9 @@ def train_and_evaluate(
   mesh = sharding.make_mesh()
   sharding.check_batch_size(config.data.batch_size, mesh)
   graphs, state = state_lib.create(config)
+  if config.train.init_from and not _has_checkpoints(workdir, config.ckpt):
+    source = config.train.init_from
+    state = state_lib.start_from(graphs, state, starting_point.initial_params(source), source)
   state = jax.device_put(state, sharding.replicated(mesh))
   batches = input_lib.train_batches(config)
   eval_source = (

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from fusionjax import models
+from fusionjax import config_lib, models
 from fusionjax.training import optim
 
 
@@ -50,6 +50,29 @@ def _strong_types(tree):
   """Drops weak types (parameters made from Python scalars): a train step's outputs are
   strongly typed, and weak-typed inputs would make the first steps compile twice."""
   return jax.tree.map(lambda x: x.astype(x.dtype) if getattr(x, "weak_type", False) else x, tree)
+
+
+def start_from(graphs: Graphs, state: TrainState, params: models.Params, source: str) -> TrainState:
+  """`state` with the parameters of `params` (in the model's dtypes) in the model and its EMA:
+  where a fine-tuning run starts. A ConfigError naming `source` (train.init_from) when they are
+  another model's (names or shapes differ)."""
+  model = nnx.merge(graphs.train, state.model)
+  own = nnx.state(model, nnx.Param)
+  given = nnx.state(params.module(), nnx.Param)
+  shapes = [{path: var.shape for path, var in nnx.to_flat_state(tree)} for tree in (own, given)]
+  if shapes[0] != shapes[1]:
+    differing = sorted(
+      ".".join(map(str, path))
+      for path in shapes[0].keys() | shapes[1].keys()
+      if shapes[0].get(path) != shapes[1].get(path)
+    )
+    raise config_lib.ConfigError(
+      f"train.init_from={source}: its parameters are not config.model's ({len(differing)} "
+      f"differ in name or shape, e.g. {differing[0]}); set config.model to the model it holds"
+    )
+  nnx.update(model, jax.tree.map(lambda new, old: jnp.asarray(new, old.dtype), given, own))
+  ema = None if state.ema is None else jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))
+  return _strong_types(state.replace(model=nnx.state(model), ema=ema))
 
 
 def create(config: ml_collections.ConfigDict) -> tuple[Graphs, TrainState]:
