@@ -62,13 +62,15 @@ def start_from(graphs: Graphs, state: TrainState, params: models.Params, source:
   shapes = [{path: var.shape for path, var in nnx.to_flat_state(tree)} for tree in (own, given)]
   if shapes[0] != shapes[1]:
     differing = sorted(
-      ".".join(map(str, path))
+      (".".join(map(str, path)), path)
       for path in shapes[0].keys() | shapes[1].keys()
       if shapes[0].get(path) != shapes[1].get(path)
     )
+    name, path = differing[0]
     raise config_lib.ConfigError(
       f"train.init_from={source}: its parameters are not config.model's ({len(differing)} "
-      f"differ in name or shape, e.g. {differing[0]}); set config.model to the model it holds"
+      f"differ in name or shape, e.g. {name}: {shapes[1].get(path, 'absent')} there, "
+      f"{shapes[0].get(path, 'absent')} here); set config.model to the model it holds"
     )
   nnx.update(model, jax.tree.map(lambda new, old: jnp.asarray(new, old.dtype), given, own))
   ema = None if state.ema is None else jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))
