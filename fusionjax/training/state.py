@@ -69,8 +69,8 @@ def start_from(graphs: Graphs, state: TrainState, params: models.Params, source:
     name, path = differing[0]
     raise config_lib.ConfigError(
       f"train.init_from={source}: its parameters are not config.model's ({len(differing)} "
-      f"differ in name or shape, e.g. {name}: {shapes[1].get(path, 'absent')} there, "
-      f"{shapes[0].get(path, 'absent')} here); set config.model to the model it holds"
+      f"differ in name or shape, e.g. {name}: {shapes[1].get(path, 'absent')} in it, "
+      f"{shapes[0].get(path, 'absent')} in config.model); set config.model to the model it holds"
     )
   nnx.update(model, jax.tree.map(lambda new, old: jnp.asarray(new, old.dtype), given, own))
   ema = None if state.ema is None else jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))
