@@ -14,7 +14,7 @@ import pytest
 from flax import nnx
 
 from fusionjax import convert, models
-from fusionjax.training import checkpointing, reports, state
+from fusionjax.training import checkpointing, reports, state, tree_shapes
 from fusionjax.training import input as train_input
 
 LEGACY = pathlib.Path(__file__).parent / "fixtures" / "legacy"
@@ -69,7 +69,7 @@ def test_training_checkpoint_restores_every_item_for_resuming(legacy_run):
   for moment in ("mu", "nu"):
     expected = [
       np.ravel(
-        functools.reduce(lambda tree, key: tree[checkpointing._key_name(key)], path, adam[moment])
+        functools.reduce(lambda tree, key: tree[tree_shapes.key_name(key)], path, adam[moment])
       )
       for path, _ in jax.tree_util.tree_leaves_with_path(nnx.filter_state(fresh.model, nnx.Param))
     ]

@@ -226,7 +226,7 @@ def test_fine_tuning_starts_from_the_params_of_init_from(tmp_path):
     (
       "other",
       r"train.init_from=.*other: its parameters are not config.model's \(\d+ differ in name or "
-      r"shape, e.g. [\w.]+: \(16,?.*\) in it, \(8,?.*\) in config.model\)",
+      r"shape, e.g. [\w/]+: \(16,?.*\) in it, \(8,?.*\) in config.model\)",
     ),
     ("empty", r"train.init_from=.*empty: .*config.json does not exist"),
     ("nope", "train.init_from=nope: no pretrained model 'nope'; shipped: "),

@@ -19,6 +19,7 @@ from flax import nnx
 from jax.flatten_util import ravel_pytree
 from orbax.checkpoint import checkpoint_managers as policies
 
+from fusionjax.training import tree_shapes
 from fusionjax.training.state import TrainState
 
 _STATE_ITEMS = ("model", "opt", "ema")
@@ -38,35 +39,15 @@ def _item_handlers() -> dict[str, ocp.CheckpointHandler]:
   }
 
 
-def _key_name(key) -> str:
-  for attribute in ("key", "name", "idx"):  # DictKey, GetAttrKey, SequenceKey
-    if hasattr(key, attribute):
-      return str(getattr(key, attribute))
-  return str(key)
-
-
-def _leaf_shapes(tree) -> dict[str, tuple[int, ...]]:
-  """{"a/b/c": shape} of an nnx.State (or its stored metadata); PRNG keys as their key data."""
-  shapes = {}
-  for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
-    names = [_key_name(key) for key in path]
-    if names[-1] == "value":
-      names.pop()
-    dtype = getattr(leaf, "dtype", None)
-    is_key = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
-    shape = jax.eval_shape(jax.random.key_data, leaf).shape if is_key else tuple(leaf.shape)
-    shapes["/".join(names)] = shape
-  return shapes
-
-
 def _describe_differences(stored: Mapping, expected: Mapping, limit: int = 6) -> str:
-  lines = [
-    f"  {name}: stored {stored[name]}, expected {expected[name]}"
-    for name in sorted(stored.keys() & expected.keys())
-    if stored[name] != expected[name]
-  ]
-  lines += [f"  {name}: missing from the checkpoint" for name in sorted(expected.keys() - stored)]
-  lines += [f"  {name}: not in this model" for name in sorted(stored.keys() - expected)]
+  lines = []
+  for name, stored_shape, expected_shape in tree_shapes.differences(stored, expected):
+    if stored_shape is None:
+      lines.append(f"  {name}: missing from the checkpoint")
+    elif expected_shape is None:
+      lines.append(f"  {name}: not in this model")
+    else:
+      lines.append(f"  {name}: stored {stored_shape}, expected {expected_shape}")
   more = f"\n  ... and {len(lines) - limit} more" if len(lines) > limit else ""
   return "\n".join(lines[:limit]) + more
 
@@ -209,7 +190,9 @@ class RunCheckpoints:
           f"{where} has no {name!r} item"
           + (" (it was trained without optim.ema_decay)" if name == "ema" else "")
         )
-      differences = _describe_differences(_leaf_shapes(stored.tree), _leaf_shapes(expected))
+      differences = _describe_differences(
+        tree_shapes.leaf_shapes(stored.tree), tree_shapes.leaf_shapes(expected)
+      )
       if differences:
         raise CheckpointMismatchError(
           f"{where} does not fit this run's {name!r} (another model or model config?):\n"
@@ -243,7 +226,7 @@ class RunCheckpoints:
     metadata = self.manager.item_metadata(step)
     if wanted["opt"] is not None and "opt" in metadata.keys():
       params = nnx.filter_state(target.model, nnx.Param)
-      stored = _leaf_shapes(metadata["opt"].tree)
+      stored = tree_shapes.leaf_shapes(metadata["opt"].tree)
       wanted["opt"], raveled = _per_parameter_layout(wanted["opt"], params, stored)
     self._check_compatible(step, wanted, metadata)
     items = {

@@ -13,7 +13,7 @@ import ml_collections
 from flax import nnx
 
 from fusionjax import config_lib, models
-from fusionjax.training import optim
+from fusionjax.training import optim, tree_shapes
 
 
 @flax.struct.dataclass
@@ -59,18 +59,13 @@ def start_from(graphs: Graphs, state: TrainState, params: models.Params, source:
   model = nnx.merge(graphs.train, state.model)
   own = nnx.state(model, nnx.Param)
   given = nnx.state(params.module(), nnx.Param)
-  shapes = [{path: var.shape for path, var in nnx.to_flat_state(tree)} for tree in (own, given)]
-  if shapes[0] != shapes[1]:
-    differing = sorted(
-      (".".join(map(str, path)), path)
-      for path in shapes[0].keys() | shapes[1].keys()
-      if shapes[0].get(path) != shapes[1].get(path)
-    )
-    name, path = differing[0]
+  differing = tree_shapes.differences(tree_shapes.leaf_shapes(given), tree_shapes.leaf_shapes(own))
+  if differing:
+    name, in_given, in_own = differing[0]
     raise config_lib.ConfigError(
       f"train.init_from={source}: its parameters are not config.model's ({len(differing)} "
-      f"differ in name or shape, e.g. {name}: {shapes[1].get(path, 'absent')} in it, "
-      f"{shapes[0].get(path, 'absent')} in config.model); set config.model to the model it holds"
+      f"differ in name or shape, e.g. {name}: {in_given or 'absent'} in it, "
+      f"{in_own or 'absent'} in config.model); set config.model to the model it holds"
     )
   nnx.update(model, jax.tree.map(lambda new, old: jnp.asarray(new, old.dtype), given, own))
   ema = None if state.ema is None else jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))
