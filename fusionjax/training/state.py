@@ -61,11 +61,12 @@ def start_from(graphs: Graphs, state: TrainState, params: models.Params, source:
   given = nnx.state(params.module(), nnx.Param)
   differing = tree_shapes.differences(tree_shapes.leaf_shapes(given), tree_shapes.leaf_shapes(own))
   if differing:
-    name, in_given, in_own = differing[0]
+    name, *sides = differing[0]
+    in_given, in_own = ("absent" if shape is None else shape for shape in sides)
     raise config_lib.ConfigError(
       f"train.init_from={source}: its parameters are not config.model's ({len(differing)} "
-      f"differ in name or shape, e.g. {name}: {in_given or 'absent'} in it, "
-      f"{in_own or 'absent'} in config.model); set config.model to the model it holds"
+      f"differ in name or shape, e.g. {name}: {in_given} in it, {in_own} in config.model); "
+      "set config.model to the model it holds"
     )
   nnx.update(model, jax.tree.map(lambda new, old: jnp.asarray(new, old.dtype), given, own))
   ema = None if state.ema is None else jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))
