@@ -74,7 +74,9 @@ def _readable(source: str) -> Iterator[None]:
   try:
     yield
   except (OSError, Image.DecompressionBombError, SyntaxError) as error:
-    raise ValueError(f"{source}: not a readable image ({error})") from error
+    # Pillow names an unknown format by the repr of the in-memory buffer it was given.
+    reason = "no format Pillow reads" if isinstance(error, Image.UnidentifiedImageError) else error
+    raise ValueError(f"{source}: not a readable image ({reason})") from error
 
 
 def _open(data: bytes, source: str) -> tuple[Image.Image, int, np.dtype]:
