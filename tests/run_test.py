@@ -1,8 +1,8 @@
-"""run.py's command line: bad input is one `run.py: error:` line and exit status 2 (no model is
-compiled for any of these), and fusing with converted weights needs no config or run."""
+"""run.py's command line (installed: `fusionjax`): bad input is one `run.py: error:` line and exit
+status 2 (no model is compiled for any of these), and fusing with converted weights needs no
+config or run."""
 
 import csv
-import importlib.util
 import os
 import pathlib
 import subprocess
@@ -18,9 +18,14 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 MED_TINY = f"--config={REPO / 'configs/fusionmamba_med.py'}:tiny"
 
 
-def _run(*args: str, cwd: pathlib.Path = REPO, **environment: str) -> subprocess.CompletedProcess:
+def _run(
+  *args: str,
+  cwd: pathlib.Path = REPO,
+  command: tuple[str, ...] = (sys.executable, str(REPO / "run.py")),
+  **environment: str,
+) -> subprocess.CompletedProcess:
   return subprocess.run(
-    [sys.executable, str(REPO / "run.py"), *args],
+    [*command, *args],
     cwd=cwd,
     env=dict(os.environ, JAX_PLATFORMS="cpu", **environment),
     capture_output=True,
@@ -113,6 +118,24 @@ def test_bad_command_lines_are_one_line_errors(args, message):
   assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+  "command, program",
+  [
+    ((str(pathlib.Path(sys.executable).parent / "fusionjax"),), "fusionjax"),
+    ((sys.executable, "-m", "fusionjax"), "python -m fusionjax"),
+  ],
+)
+def test_the_installed_command_is_run_py_under_its_own_name(tmp_path, command, program):
+  """An installation without the checkout (here: run outside it) has run.py's command line."""
+  result = _run(
+    "--pretrained=nope", "--input_a=.", "--input_b=.", "--output=o", cwd=tmp_path, command=command
+  )
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert f"{program}: error: --pretrained=nope: no pretrained model 'nope'" in result.stderr
+  usage = _run("--helpshort", cwd=tmp_path, command=command)
+  assert "python run.py --mode=eval --pretrained=ivf" in usage.stdout, usage.stderr[-2000:]
+
+
 def test_a_tile_size_that_leaves_no_tile_is_a_one_line_error(tmp_path):
   pair = REPO / "fusionjax/data/samples/roadscene/test"
   result = _run(
@@ -196,9 +219,8 @@ def test_evaluate_converted_weights_beside_the_baselines(tmp_path):
 
 
 def test_memory_sizes_parse():
-  spec = importlib.util.spec_from_file_location("run_module", REPO / "run.py")
-  run = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(run)
+  from fusionjax import cli as run  # defines the command's flags: imported by this test only
+
   assert run.parse_bytes("4GB") == 4 * 10**9
   assert run.parse_bytes("512MiB") == 512 * 2**20
   assert run.parse_bytes("1.5 gb") == 1_500_000_000

@@ -5,7 +5,8 @@
     report = training.evaluate_run(config, "runs/fusionmamba_med")
     paths = training.fuse_run(config, "runs/fusionmamba_med")
 
-`run.py` is the command-line face of these three (configs/*.py document the configs).
+`fusionjax.cli` (`run.py`, the `fusionjax` command) is the command-line face of these three
+(configs/*.py document the configs).
 """
 
 from fusionjax.training.checkpointing import CheckpointMismatchError
