@@ -113,7 +113,8 @@ _TILE_SIZE = flags.DEFINE_integer(
 _COMPILATION_CACHE = flags.DEFINE_string(
   "compilation_cache",
   "~/.cache/fusionjax/jax",
-  "persistent XLA compilation cache ('' = off): reruns and resumed runs skip compiling",
+  "persistent XLA compilation cache ('' = off): reruns and resumed runs skip compiling (a job "
+  "of several CPU processes does not use it)",
 )
 
 # Errors that name their problem completely: shown without a traceback.
@@ -398,7 +399,9 @@ def main(argv):
       f"a job of {jax.process_count()} processes only trains (--mode=train); evaluate and "
       "fuse afterwards in one process"
     )
-  if _COMPILATION_CACHE.value:
+  if _COMPILATION_CACHE.value and not sharding.compilation_cache_usable():
+    _LOG.info("compilation cache off: a job of several CPU processes compiles on every process")
+  elif _COMPILATION_CACHE.value:
     jax.config.update("jax_compilation_cache_dir", os.path.expanduser(_COMPILATION_CACHE.value))
     # Model initialisation compiles many small programs; cache those too.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)

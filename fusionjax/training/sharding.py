@@ -101,6 +101,15 @@ def wait_for_all_processes(name: str, timeout_s: int = BARRIER_TIMEOUT_S) -> Non
   ocp.multihost.get_barrier_sync_fn()(key=name, timeout_ms=timeout_s * 1000)
 
 
+def compilation_cache_usable() -> bool:
+  """Whether this job may use JAX's persistent compilation cache: not a job of several CPU
+  processes. Only process 0 writes the cache, and on CPU the cache key holds the process's device
+  assignment, so the other processes never find an entry and compile anyway (the job waits for
+  them); worse, with jax 0.12.1 a training step process 0 loads from the cache hangs at its first
+  collective against the ones its peers compiled (every time on localhost)."""
+  return jax.process_count() == 1 or jax.default_backend() != "cpu"
+
+
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
   """A 1-D mesh named DATA_AXIS over `devices` (default: all devices of all processes).
 
