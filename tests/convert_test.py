@@ -452,7 +452,7 @@ def test_command_names_fusionjax_params_given_as_a_checkpoint(tmp_path, capsys):
   )
   weights_flag = f"--weights={tmp_path / 'weights'}"
   assert (
-    f"is fusionjax params already (beside its config.json): fuse with run.py {weights_flag}"
+    f"is fusionjax params already (beside its config.json): fuse with fusionjax {weights_flag}"
     in error
   )
   assert not (tmp_path / "out").exists()

@@ -81,7 +81,8 @@ def _run(args) -> str:
   if args.input.name == PARAMS_FILE and (args.input.parent / CONFIG_FILE).is_file():
     raise ValueError(
       f"{args.input} is fusionjax params already (beside its {CONFIG_FILE}): fuse with "
-      f"run.py --weights={args.input.parent}, or load it with fusionjax.convert.load_params"
+      f"fusionjax --weights={args.input.parent} (run.py in a checkout), or load it with "
+      "fusionjax.convert.load_params"
     )
   state_dict = load_state_dict(args.input)
   model_name = args.model or detect_model(state_dict)
