@@ -399,12 +399,13 @@ def main(argv):
       f"a job of {jax.process_count()} processes only trains (--mode=train); evaluate and "
       "fuse afterwards in one process"
     )
-  if _COMPILATION_CACHE.value and not sharding.compilation_cache_usable():
-    _LOG.info("compilation cache off: a job of several CPU processes compiles on every process")
-  elif _COMPILATION_CACHE.value:
-    jax.config.update("jax_compilation_cache_dir", os.path.expanduser(_COMPILATION_CACHE.value))
-    # Model initialisation compiles many small programs; cache those too.
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+  if _COMPILATION_CACHE.value:
+    if sharding.compilation_cache_usable():
+      jax.config.update("jax_compilation_cache_dir", os.path.expanduser(_COMPILATION_CACHE.value))
+      # Model initialisation compiles many small programs; cache those too.
+      jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    else:
+      _LOG.info("compilation cache off: a job of several CPU processes compiles on every process")
   _LOG.info(
     "JAX %s, process %d of %d, devices: %s",
     jax.__version__,

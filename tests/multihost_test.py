@@ -37,6 +37,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 NUM_STEPS = 6
 CHECKPOINT_EVERY = 2
 RUN_TIMEOUT_S = 240  # one run of the job; a hang fails the test instead of blocking CI
+LOG_TAIL_CHARS = 12_000  # of each process's log in a failure: all threads' stacks fit
 # Two processes sum the gradients (gloo all-reduce) in another order than one process with 4
 # devices does; Adam turns those last-bit differences of near-zero gradients into parameter
 # differences of up to ~2e-5 after 6 steps (measured; each step moves a parameter by up to the
@@ -89,7 +90,7 @@ def _environments(num_processes: int, devices_per_process: int) -> list[dict[str
     os.environ,
     JAX_PLATFORMS="cpu",
     JAX_NUM_CPU_DEVICES=str(devices_per_process),
-    PYTHONFAULTHANDLER="1",  # SIGABRT prints every thread's stack (see _abort_hung)
+    PYTHONFAULTHANDLER="1",  # SIGABRT prints every thread's stack (see _run)
   )
   if num_processes == 1:
     return [environment]
@@ -117,28 +118,23 @@ def _start(
   return processes
 
 
-def _log_tails(workdir: pathlib.Path, num_chars: int = 12_000) -> str:
+def _log_tails(workdir: pathlib.Path) -> str:
   logs = sorted(workdir.parent.glob(f"{workdir.name}.*.log"))
-  return "\n".join(f"--- {log.name}\n{log.read_text()[-num_chars:]}" for log in logs)
+  return "\n".join(f"--- {log.name}\n{log.read_text()[-LOG_TAIL_CHARS:]}" for log in logs)
 
 
-def _abort_hung(processes: list[subprocess.Popen]) -> None:
-  """Aborts the processes still running, so that each prints its threads' Python stacks."""
+def _kill(
+  processes: list[subprocess.Popen], sig: int = signal.SIGKILL, wait_s: float | None = None
+) -> None:
+  """Sends `sig` to the processes still running and waits for them (at most `wait_s` each)."""
   for process in processes:
     if process.poll() is None:
-      process.send_signal(signal.SIGABRT)
+      process.send_signal(sig)
   for process in processes:
     try:
-      process.wait(timeout=10)
+      process.wait(timeout=wait_s)
     except subprocess.TimeoutExpired:
       pass
-
-
-def _kill(processes: list[subprocess.Popen]) -> None:
-  for process in processes:
-    if process.poll() is None:
-      process.send_signal(signal.SIGKILL)
-    process.wait()
 
 
 def _run(workdir: pathlib.Path, num_processes: int) -> None:
@@ -148,7 +144,7 @@ def _run(workdir: pathlib.Path, num_processes: int) -> None:
   try:
     while any(process.poll() is None for process in processes):
       if time.monotonic() > deadline:
-        _abort_hung(processes)
+        _kill(processes, signal.SIGABRT, wait_s=10)  # each prints its threads' Python stacks
         pytest.fail(f"timed out; the stacks of the processes at the time:\n{_log_tails(workdir)}")
       failed = [process.returncode for process in processes if process.poll()]
       assert not failed, f"exit codes {failed}\n{_log_tails(workdir)}"
