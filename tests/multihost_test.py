@@ -19,6 +19,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from run_testing import finished_steps
 
 from fusionjax import config_lib
 from fusionjax.training import (
@@ -154,22 +155,13 @@ def _run(workdir: pathlib.Path, num_processes: int) -> None:
   assert all(process.returncode == 0 for process in processes), _log_tails(workdir)
 
 
-def _finished_steps(workdir: pathlib.Path) -> list[int]:
-  directory = workdir / "checkpoints"
-  return (
-    sorted(int(p.name) for p in directory.glob("*") if p.name.isdigit())
-    if (directory.is_dir())
-    else []
-  )
-
-
 def _run_and_kill_one(workdir: pathlib.Path) -> bool:
   """Starts two processes, SIGKILLs process 1 once a checkpoint is written, then process 0 (it
   fails or hangs without its peer). Returns whether process 0 ended by itself within 3 s."""
   processes = _start(workdir, num_processes=2)
   deadline = time.monotonic() + RUN_TIMEOUT_S
   try:
-    while not _finished_steps(workdir):
+    while not finished_steps(workdir):
       assert time.monotonic() < deadline, f"no checkpoint in time\n{_log_tails(workdir)}"
       assert all(process.poll() is None for process in processes), _log_tails(workdir)
       time.sleep(0.02)
@@ -223,7 +215,7 @@ def test_two_processes_train_and_resume_like_one(tmp_path):
   _run(reference, num_processes=1)
 
   ended_alone = _run_and_kill_one(job)
-  killed_at = _finished_steps(job)
+  killed_at = finished_steps(job)
   print(f"killed after checkpoint(s) {killed_at}; process 0 ended by itself: {ended_alone}")
   assert killed_at and killed_at[-1] < NUM_STEPS, "not killed mid-run"
   _assert_same_parameters(job, reference, killed_at[0])

@@ -20,6 +20,7 @@ import optax
 import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
+from run_testing import finished_steps
 
 from fusionjax import config_lib, convert, models
 from fusionjax.training import (
@@ -246,15 +247,6 @@ def _stored(workdir: pathlib.Path, step: int, item: str):
   return ocp.PyTreeCheckpointer().restore(workdir / "checkpoints" / str(step) / item)
 
 
-def _finished_steps(workdir: pathlib.Path) -> list[int]:
-  directory = workdir / "checkpoints"
-  return (
-    sorted(int(p.name) for p in directory.glob("*") if p.name.isdigit())
-    if (directory.is_dir())
-    else []
-  )
-
-
 def test_killed_run_resumes_to_the_same_parameters(tmp_path):
   num_steps = 16
   command = [
@@ -283,12 +275,12 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path):
     stderr=subprocess.DEVNULL,
   )
   deadline = time.monotonic() + 300
-  while not _finished_steps(tmp_path / "killed") and time.monotonic() < deadline:
+  while not finished_steps(tmp_path / "killed") and time.monotonic() < deadline:
     assert killed.poll() is None, "the run ended before its first checkpoint"
     time.sleep(0.02)
   killed.send_signal(signal.SIGKILL)
   assert killed.wait() == -signal.SIGKILL
-  assert 0 < _finished_steps(tmp_path / "killed")[-1] < num_steps, "not killed mid-run"
+  assert 0 < finished_steps(tmp_path / "killed")[-1] < num_steps, "not killed mid-run"
 
   resumed = run(tmp_path / "killed")
   assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -314,7 +306,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
   )
   with pytest.raises(NonFiniteLossError, match=r"step 2: loss (nan|inf).*step 1 in"):
     train_and_evaluate(config, tmp_path)
-  assert _finished_steps(tmp_path) == [1]
+  assert finished_steps(tmp_path) == [1]
   recorded = json.loads((tmp_path / "config.json").read_text())["model"]
   assert recorded == {
     "name": "mambadfuse_tiny",
