@@ -7,13 +7,16 @@ a mesh of the first `n` devices; the step is compiled, run once, then timed over
 time to create the training state (model, optimizer and EMA initialised, as a run's first
 seconds), compile time of the step (tracing, lowering and XLA; wall, and the CPU seconds of all
 the process's threads: their ratio is how many cores XLA's code generation kept busy), median
-step time and images/s (global batch / step time).
+step time and images/s (global batch / step time). The tiny configs compile the step for
+compile time (`train.fast_compile`, as their runs do); --fast-compile on/off sets it for every
+config, to compare.
 
   python benchmarks/train.py                     # the 3 families' tiny configs (batch 8, crop 32)
   python benchmarks/train.py --steps 3 --crop-size 64 --batch-size 16
   python benchmarks/train.py --full --configs fusionmamba_med.py    # paper model, batch and crop
   XLA_FLAGS=--xla_force_host_platform_device_count=4 python benchmarks/train.py --devices 1,2,4
   python benchmarks/train.py --xla-option xla_backend_optimization_level=1
+  python benchmarks/train.py --fast-compile off  # the tiny steps compiled for run time
 
 --devices defaults to 1 and all visible devices. On CPU, XLA_FLAGS as above splits the host into
 N simulated devices that share its cores: the rows then show the sharded step's overheads (the
@@ -22,8 +25,9 @@ scaling. The global batch must be a multiple of every device count. With --full 
 data are not needed: the embedded pairs (all at least 256x256) are cropped to the paper's size.
 
 --xla-option NAME=VALUE (repeatable) compiles the step with that XLA debug option (JAX's
-`compiler_options`), to measure what an option does to compile and step time; values `true` and
-`false` are booleans, integers are integers. Which options exist depends on the jaxlib.
+`compiler_options`, over those of --fast-compile), to measure what an option does to compile and
+step time; values `true` and `false` are booleans, integers are integers. Which options exist
+depends on the jaxlib.
 
 Compare rows of one run only: machines are shared and noisy.
 """
@@ -46,9 +50,10 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DEFAULT_CONFIGS = "mambadfuse_med.py,fusionmamba_med.py,s4fusion_vif.py"
 
 
-def load_config(spec, full, batch_size, crop_size):
+def load_config(spec, full, batch_size, crop_size, fast_compile):
   """The config of "file.py[:arg]" (under configs/ unless a path): its tiny variant, or with
-  `full` the paper's, reading the embedded pairs that the tiny variant reads."""
+  `full` the paper's, reading the embedded pairs that the tiny variant reads; `fast_compile`
+  None keeps the config's `train.fast_compile`."""
   path, _, arg = spec.partition(":")
   path = path if Path(path).is_file() else str(CONFIGS / path)
   tiny = config_lib.load(f"{path}:{','.join(filter(None, (arg, 'tiny')))}")
@@ -65,6 +70,8 @@ def load_config(spec, full, batch_size, crop_size):
     config.data.batch_size = batch_size
   if crop_size:
     config.data.crop_size = crop_size
+  if fast_compile is not None:
+    config.train.fast_compile = fast_compile
   return config
 
 
@@ -127,7 +134,15 @@ def main():
     metavar="NAME=VALUE",
     help="an XLA compiler option for the step's compile (repeatable)",
   )
+  parser.add_argument(
+    "--fast-compile",
+    choices=("config", "on", "off"),
+    default="config",
+    help="compile the step for compile time (train.fast_compile): as each config says, or on "
+    "or off for all",
+  )
   args = parser.parse_args()
+  fast_compile = {"config": None, "on": True, "off": False}[args.fast_compile]
   visible = len(jax.devices())
   device_counts = (
     [int(n) for n in args.devices.split(",")] if args.devices else sorted({1, visible})
@@ -139,7 +154,7 @@ def main():
     )
 
   configs = {
-    spec: load_config(spec, args.full, args.batch_size, args.crop_size)
+    spec: load_config(spec, args.full, args.batch_size, args.crop_size, fast_compile)
     for spec in args.configs.split(",")
   }
   for spec, config in configs.items():
@@ -156,8 +171,8 @@ def main():
     + (f", XLA options {dict(args.xla_option)}" if args.xla_option else "")
   )
   header = (
-    "| model | devices | batch | crop | state s | compile s | compile CPU s | step ms (median) "
-    "| images/s |"
+    "| model | devices | batch | crop | fast compile | state s | compile s | compile CPU s "
+    "| step ms (median) | images/s |"
   )
   print(header)
   print("|" + "---|" * (header.count("|") - 1))
@@ -176,7 +191,8 @@ def main():
       global_batch = config.data.batch_size
       print(
         f"| {config.model.name} | {num_devices} | {global_batch} | {config.data.crop_size} | "
-        f"{state_seconds:.1f} | {compile_seconds:.1f} | {compile_cpu_seconds:.1f} | "
+        f"{'yes' if config.train.fast_compile else 'no'} | {state_seconds:.1f} | "
+        f"{compile_seconds:.1f} | {compile_cpu_seconds:.1f} | "
         f"{step_seconds * 1e3:.1f} | "
         f"{global_batch / step_seconds:.2f} |",
         flush=True,

@@ -35,4 +35,4 @@ def get_config(arg=None):
   config.train.num_steps = 30_000
   config.eval.every_steps = 5_000
   config.ckpt.every_steps = 5_000
-  return config_lib.shrink(config, train_split="train") if arg.tiny else config
+  return config_lib.shrink(config, train_split="train", fast_compile=True) if arg.tiny else config

@@ -40,4 +40,4 @@ def get_config(arg=None):
   config.train.num_steps = 30_000
   config.eval.every_steps = 5_000
   config.ckpt.every_steps = 5_000
-  return config_lib.shrink(config, train_split="test") if arg.tiny else config
+  return config_lib.shrink(config, train_split="test", fast_compile=True) if arg.tiny else config

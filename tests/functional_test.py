@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from fusionjax import models
+from fusionjax import compile_options, models
 from fusionjax.layers.mamba import SelectiveScanBranch
 from fusionjax.layers.ssm import SelectiveSSM
 from fusionjax.models import mambadfuse
@@ -78,19 +78,19 @@ def test_build_compiled_and_init_agree_with_build():
   assert nnx.graphdef(traced) == nnx.graphdef(model)  # traced rngs: built as `build` does
 
 
-def test_construction_leaves_out_compiler_options_this_xla_does_not_know(monkeypatch):
+def test_fast_compile_leaves_out_compiler_options_this_xla_does_not_know(monkeypatch):
   """Newer XLA releases refuse options older ones took (jaxlib 0.12 has no
-  xla_cpu_use_fusion_emitters): construction keeps the options this XLA compiles with."""
-  functional = models.functional
-  functional._init_compiler_options.cache_clear()
-  known = functional._init_compiler_options()
-  assert known.items() >= functional._NO_OPTIMISATION.items()
-  monkeypatch.setattr(functional, "_LOOP_EMITTERS", {"xla_no_such_option_anywhere": True})
-  functional._init_compiler_options.cache_clear()
+  xla_cpu_use_fusion_emitters): construction and fast-compiled train steps keep the options this
+  XLA compiles with."""
+  compile_options.fast_compile.cache_clear()
+  known = compile_options.fast_compile()
+  assert known.items() >= compile_options.NO_OPTIMISATION.items()
+  monkeypatch.setattr(compile_options, "LOOP_EMITTERS", {"xla_no_such_option_anywhere": True})
+  compile_options.fast_compile.cache_clear()
   try:
-    assert functional._init_compiler_options() == functional._NO_OPTIMISATION
+    assert compile_options.fast_compile() == compile_options.NO_OPTIMISATION
   finally:
-    functional._init_compiler_options.cache_clear()
+    compile_options.fast_compile.cache_clear()
 
 
 @pytest.mark.parametrize("name", ["mambadfuse_tiny", "fusionmamba_tiny", "s4fusion_tiny"])

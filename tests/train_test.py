@@ -133,6 +133,42 @@ def test_train_step_reports_the_global_gradient_norm():
   np.testing.assert_allclose(metrics["grad_norm"], expected, rtol=1e-6)
 
 
+def assert_same_step(before, expected, actual, metrics_rtol):
+  """The (state, metrics) pairs `expected` and `actual` of one step from state `before` agree:
+  metrics to `metrics_rtol`, parameter updates to 5% of the learning rate.
+
+  Adam's first update is lr * g / (|g| + eps): on the few gradients near eps (1e-8), float32
+  summation order (partial sums and an all-reduce, or another compile) moves it by up to
+  lr * (dg/g) / 4, about 1% of a step here. A wrong gradient flips or rescales whole steps
+  (2 lr apart)."""
+  (expected_state, expected_metrics), (actual_state, actual_metrics) = expected, actual
+  for name, value in expected_metrics.items():
+    assert float(actual_metrics[name]) == pytest.approx(float(value), rel=metrics_rtol), name
+  params = lambda s: jax.device_get(nnx.to_pure_dict(nnx.state(s.model, nnx.Param)))
+  jax.tree.map(
+    lambda b, x, y: np.testing.assert_allclose(x - b, y - b, atol=0.05 * LOSS_TEST_LEARNING_RATE),
+    params(before),
+    params(expected_state),
+    params(actual_state),
+  )
+
+
+def test_fast_compiled_step_equals_the_optimised_step():
+  """FusionMamba's tiny configs compile the step unoptimised (faster to compile, slower to run):
+  the same step up to float32 rounding."""
+  config, graphs, state, (a, b), fast_step = single_device_run("fusionmamba")
+  assert config.train.fast_compile
+  assert not config_lib.load(str(REPO / "configs" / "fusionmamba_med.py")).train.fast_compile
+  optimised = config.copy_and_resolve_references()
+  optimised.train.fast_compile = False
+  optimised_step = steps.jit_train_step(optimised, graphs, sharding.make_mesh(jax.devices()[:1]))
+  fast_state, fast_metrics = fast_step(fresh(state), a, b)
+  optimised_state, optimised_metrics = optimised_step(fresh(state), a, b)
+  # float32 sums over the batch's pixels and the gradients' elements, in another order: the
+  # loss and the gradient norm move by up to ~1e-5 of themselves.
+  assert_same_step(state, (optimised_state, optimised_metrics), (fast_state, fast_metrics), 5e-5)
+
+
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_a_few_steps_lower_the_loss(family):
   config, _, state, (a, b), train_step = single_device_run(family)
@@ -160,19 +196,7 @@ def test_sharded_step_equals_single_device_step():
   )
   single_state, single_metrics = single_step(fresh(state), a, b)
   assert sharded_state.model["conv_last3"]["kernel"][...].sharding.is_fully_replicated
-  for name, value in single_metrics.items():
-    assert float(sharded_metrics[name]) == pytest.approx(float(value), rel=1e-5), name
-  # Adam's first update is lr * g / (|g| + eps): on the few gradients near eps (1e-8), float32
-  # summation order (eight partial sums, then an all-reduce) moves it by up to lr * (dg/g) / 4,
-  # about 1% of a step here. A wrong gradient flips or rescales whole steps (2 lr apart).
-  params = lambda s: jax.device_get(nnx.to_pure_dict(nnx.state(s.model, nnx.Param)))
-  before, single, sharded = params(state), params(single_state), params(sharded_state)
-  jax.tree.map(
-    lambda b, x, y: np.testing.assert_allclose(x - b, y - b, atol=0.05 * LOSS_TEST_LEARNING_RATE),
-    before,
-    single,
-    sharded,
-  )
+  assert_same_step(state, (single_state, single_metrics), (sharded_state, sharded_metrics), 1e-5)
 
 
 def test_eval_model_uses_the_ema_parameters():

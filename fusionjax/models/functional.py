@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from fusionjax import compile_options
 from fusionjax.models import registry
 from fusionjax.shapes import Planes
 
@@ -66,29 +67,6 @@ def build(name_or_config, *, rngs: nnx.Rngs) -> nnx.Module:
   return model_cls(config, rngs=rngs)
 
 
-# Initialisation runs once: XLA's optimisations would cost more compile time (most of it in the
-# threefry loops of a few hundred initializers) than they could save at run time. The CPU
-# backend's older loop emitters compile those kernels 1.3-1.5x faster than its MLIR fusion
-# emitters, to the same bits (other backends ignore the xla_cpu_ option). Newer XLA releases
-# (jaxlib 0.12) have only the fusion emitters and refuse the option.
-_NO_OPTIMISATION = {"xla_backend_optimization_level": 0}
-_LOOP_EMITTERS = {"xla_cpu_use_fusion_emitters": False}
-
-
-@functools.cache
-def _init_compiler_options() -> dict:
-  """The compiler options for model construction that this XLA knows (probed once, by compiling
-  a scalar identity)."""
-  options = _NO_OPTIMISATION | _LOOP_EMITTERS
-  try:
-    jax.jit(lambda x: x, compiler_options=options).lower(np.float32(0)).compile()
-  except jax.errors.JaxRuntimeError as error:
-    if "No such compile option" not in str(error):
-      raise
-    return _NO_OPTIMISATION
-  return options
-
-
 @functools.cache
 def _jitted_construction(model_cls, config, rngs_graph: nnx.GraphDef):
   """(jitted, graphs): `jitted` maps the state of an nnx.Rngs of graph `rngs_graph` to the
@@ -102,7 +80,8 @@ def _jitted_construction(model_cls, config, rngs_graph: nnx.GraphDef):
     graphs.append(graph)
     return state
 
-  return jax.jit(construct, compiler_options=_init_compiler_options()), graphs
+  # Construction runs once: compiled for compile time, not run time.
+  return jax.jit(construct, compiler_options=compile_options.fast_compile()), graphs
 
 
 def build_compiled(name_or_config, *, rngs: nnx.Rngs) -> nnx.Module:

@@ -14,6 +14,7 @@ import optax
 from flax import nnx
 from jax.flatten_util import ravel_pytree
 
+from fusionjax import compile_options
 from fusionjax.losses.terms import Loss
 from fusionjax.models import registry
 from fusionjax.training import optim, sharding
@@ -70,7 +71,8 @@ def jit_train_step(
   config: ml_collections.ConfigDict, graphs: Graphs, mesh: jax.sharding.Mesh
 ) -> Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, dict]]:
   """`train_step` for `config`, jitted over `mesh`: the state replicated and donated, the
-  batch split over the data axis; XLA inserts the gradient all-reduce."""
+  batch split over the data axis; XLA inserts the gradient all-reduce. With
+  `config.train.fast_compile`, compiled with `compile_options.fast_compile()`."""
   step = functools.partial(
     train_step,
     graphs,
@@ -84,4 +86,5 @@ def jit_train_step(
     in_shardings=(replicated, batch, batch),
     out_shardings=(replicated, replicated),
     donate_argnums=0,
+    compiler_options=compile_options.fast_compile() if config.train.fast_compile else None,
   )
