@@ -169,9 +169,9 @@ def _train(config, graphs, state, batches, eval_source, checkpoints, writer, mes
     _LOG.info("already trained to step %d (train.num_steps=%d)", start, num_steps)
   else:
     _LOG.info(
-      "training %s from step %d to %d; compiling the training step first (on CPU from under "
-      "a minute for a :tiny MambaDFuse to several for FusionMamba or paper sizes; the "
-      "compilation cache skips it on reruns)",
+      "training %s from step %d to %d; compiling the training step first (on 2 CPU cores "
+      "10-20 s for the :tiny configs, a minute or more for paper sizes; the compilation cache "
+      "skips it on reruns)",
       config.model.name,
       start,
       num_steps,
