@@ -7,9 +7,9 @@ a mesh of the first `n` devices; the step is compiled, run once, then timed over
 time to create the training state (model, optimizer and EMA initialised, as a run's first
 seconds), compile time of the step (tracing, lowering and XLA; wall, and the CPU seconds of all
 the process's threads: their ratio is how many cores XLA's code generation kept busy), median
-step time and images/s (global batch / step time). The tiny configs compile the step for
-compile time (`train.fast_compile`, as their runs do); --fast-compile on/off sets it for every
-config, to compare.
+step time and images/s (global batch / step time). FusionMamba's tiny configs compile the
+step for compile time (`train.fast_compile`, as their runs do); --fast-compile on/off sets it
+for every config, to compare.
 
   python benchmarks/train.py                     # the 3 families' tiny configs (batch 8, crop 32)
   python benchmarks/train.py --steps 3 --crop-size 64 --batch-size 16
