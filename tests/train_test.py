@@ -135,22 +135,27 @@ def test_train_step_reports_the_global_gradient_norm():
 
 def assert_same_step(before, expected, actual, metrics_rtol):
   """The (state, metrics) pairs `expected` and `actual` of one step from state `before` agree:
-  metrics to `metrics_rtol`, parameter updates to 5% of the learning rate.
+  metrics to `metrics_rtol`, parameter updates as far as float32 gradients allow.
 
-  Adam's first update is lr * g / (|g| + eps): on the few gradients near eps (1e-8), float32
-  summation order (partial sums and an all-reduce, or another compile) moves it by up to
-  lr * (dg/g) / 4, about 1% of a step here. A wrong gradient flips or rescales whole steps
-  (2 lr apart)."""
+  Adam's first update is u = lr * g / (|g| + eps), eps = 1e-8: a full step (about lr) wherever
+  |g| >> eps, where the two updates must agree to 5% of lr. Near or under eps (A_log and dt
+  gradients of tiny models are) a gradient's float32 rounding error, from another summation order
+  (partial sums and an all-reduce, or another compile), moves u by lr * (1 - |u| / lr)^2 * dg / eps;
+  seen: 0.07 lr against 0.15 lr. So each element may also differ by that much for dg = eps / 2.
+  A wrong gradient flips or rescales whole steps (2 lr apart)."""
   (expected_state, expected_metrics), (actual_state, actual_metrics) = expected, actual
   for name, value in expected_metrics.items():
     assert float(actual_metrics[name]) == pytest.approx(float(value), rel=metrics_rtol), name
+  lr = LOSS_TEST_LEARNING_RATE
+
+  def assert_same_update(before, expected, actual):
+    expected_update, actual_update = expected - before, actual - before
+    step_fraction = np.minimum(np.abs(expected_update), np.abs(actual_update)) / lr
+    tolerance = lr * (0.05 + 0.5 * (1 - np.minimum(step_fraction, 1)) ** 2)
+    np.testing.assert_array_less(np.abs(expected_update - actual_update), tolerance)
+
   params = lambda s: jax.device_get(nnx.to_pure_dict(nnx.state(s.model, nnx.Param)))
-  jax.tree.map(
-    lambda b, x, y: np.testing.assert_allclose(x - b, y - b, atol=0.05 * LOSS_TEST_LEARNING_RATE),
-    params(before),
-    params(expected_state),
-    params(actual_state),
-  )
+  jax.tree.map(assert_same_update, params(before), params(expected_state), params(actual_state))
 
 
 def test_fast_compiled_step_equals_the_optimised_step():
