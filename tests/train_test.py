@@ -148,8 +148,8 @@ def assert_same_step(before, expected, actual, metrics_rtol):
     assert float(actual_metrics[name]) == pytest.approx(float(value), rel=metrics_rtol), name
   lr = LOSS_TEST_LEARNING_RATE
 
-  def assert_same_update(before, expected, actual):
-    expected_update, actual_update = expected - before, actual - before
+  def assert_same_update(start, expected_param, actual_param):
+    expected_update, actual_update = expected_param - start, actual_param - start
     step_fraction = np.minimum(np.abs(expected_update), np.abs(actual_update)) / lr
     tolerance = lr * (0.05 + 0.5 * (1 - np.minimum(step_fraction, 1)) ** 2)
     np.testing.assert_array_less(np.abs(expected_update - actual_update), tolerance)
